@@ -1,0 +1,28 @@
+"""Per-epoch history files: TSV with epoch, train_loss, val_loss, val_acc.
+
+Wall-clock seconds are left out so the file is byte-identical on a rerun; they go to the
+timing JSON instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from .atomic import atomic_open
+
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc")
+
+
+def write_history(path: str | os.PathLike, history: list[dict]) -> None:
+    with atomic_open(path, "w") as f:
+        f.write("\t".join(COLUMNS) + "\n")
+        for row in history:
+            values = [str(row["epoch"])] + [f"{row[c]:.6f}" for c in COLUMNS[1:]]
+            f.write("\t".join(values) + "\n")
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [{"epoch": int(r["epoch"])} | {c: float(r[c]) for c in COLUMNS[1:]} for r in rows]

@@ -1,0 +1,85 @@
+"""Pictures drawn with matplotlib: each PNG has a title, axes and a legend and stands alone."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+
+DPI = 100
+PNG_METADATA = {"Software": None}  # no version string: the bytes depend only on the data
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
+    plt.close(fig)
+
+
+def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) -> None:
+    """A grid of 28x28 digits, each titled (e.g. 'label 7' or 'true 7 / pred 2')."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5 + 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < n:
+            ax.imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(titles[i], fontsize=9, color=colors[i] if colors else "black")
+        else:
+            ax.axis("off")
+    if n == 0:
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion_png(confusion, path, title: str) -> None:
+    """A 10x10 confusion matrix with counts in each cell and a colour bar as its legend."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    image = ax.imshow(confusion, cmap="Blues")
+    peak = max(max(row) for row in confusion) or 1
+    for i, row in enumerate(confusion):
+        for j, count in enumerate(row):
+            color = "white" if count > peak / 2 else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="validation samples")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def curves_png(histories: dict[str, list[dict]], path) -> None:
+    """Train/val loss and val accuracy per epoch, every model on the same two panels."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, (name, history) in enumerate(histories.items()):
+        color = f"C{i}"
+        epochs = [row["epoch"] + 1 for row in history]
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", color=color, marker="o")
+        loss_ax.plot(
+            epochs, [r["val_loss"] for r in history], "-", color=color, marker="o", label=name
+        )
+        acc_ax.plot(
+            epochs, [r["val_acc"] for r in history], "-", color=color, marker="o", label=name
+        )
+    loss_ax.plot([], [], "k--", label="train (dashed)")
+    loss_ax.plot([], [], "k-", label="validation (solid)")
+    loss_ax.set(title="Loss per epoch", xlabel="epoch", ylabel="cross-entropy loss")
+    acc_ax.set(title="Validation accuracy per epoch", xlabel="epoch", ylabel="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    _save(fig, path)
