@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Stages run `python`: the venv's, even when it is not activated.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The stamp is keyed on the dependency files: a second install with nothing changed skips pip.
 DEPS_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)

@@ -66,10 +66,8 @@ def main() -> None:
         {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
     )
     actual, predicted = valid["y"].tolist(), valid["predicted"].tolist()
-    atomic.write_text(
-        args.predictions,
-        "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(actual, predicted, strict=True)),
-    )
+    rows = "".join(f"{a},{p}\n" for a, p in zip(actual, predicted, strict=True))
+    atomic.write_text(args.predictions, "actual,predicted\n" + rows)
     title = f"{args.model}: validation confusion matrix (accuracy {valid['acc']:.4f})"
     plots.confusion_png(valid["confusion"], args.confusion_png, title)
     wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
