@@ -52,5 +52,7 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 def torch_save(obj: object, path: str | os.PathLike) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Saved through a file object: torch then names the archive's root 'archive' instead of
+    # after the (random) temporary file name, so equal objects give byte-identical files.
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)

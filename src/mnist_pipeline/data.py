@@ -29,6 +29,7 @@ _NUMPY_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol 2 stores bytes under Python 3; only encodes a string
 }
 
 
@@ -36,7 +37,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _NUMPY_GLOBALS:
             raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
-        if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
+        if module.startswith("numpy.core."):  # numpy 2 moved numpy.core to numpy._core
             module = module.replace("numpy.core", "numpy._core", 1)
         return super().find_class(module, name)
 

@@ -133,8 +133,9 @@ def _check_value(where: str, key: str, value: object) -> None:
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
     unknown = sorted(set(mapping) - allowed)
     if unknown:
+        prefix = where.rstrip(". ").removesuffix(":")
         raise UserError(
-            f"{where}unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
+            f"{prefix}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
         )
 
 

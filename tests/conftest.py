@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny synthetic MNIST-format data; nothing here reaches the network."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_split(n: int, rng: np.random.Generator, templates: np.ndarray):
+    """n learnable MNIST-shaped samples: a per-class template plus noise, exactly pixel/256."""
+    y = rng.integers(0, 10, size=n).astype(np.int64)
+    noise = rng.integers(0, 64, size=(n, 784))
+    pixels = np.clip(templates[y] * 190 + noise, 0, 255)
+    return (pixels / 256).astype(np.float32), y
+
+
+def make_mnist(sizes=(256, 128, 128), seed: int = 0):
+    """((x_train, y_train), (x_valid, y_valid), (x_test, y_test)) like mnist.pkl.gz."""
+    rng = np.random.default_rng(seed)
+    templates = (rng.random((10, 784)) < 0.3).astype(np.int64)
+    return tuple(make_split(n, rng, templates) for n in sizes)
+
+
+def write_pickle_gz(path: Path, obj: object) -> str:
+    """Write obj as a gzip'd pickle (protocol 2, like the real file); return its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = gzip.compress(pickle.dumps(obj, protocol=2), compresslevel=1, mtime=0)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def mnist_file(tmp_path) -> tuple[Path, str]:
+    """A tiny synthetic mnist.pkl.gz and its sha256."""
+    path = tmp_path / "mnist.pkl.gz"
+    return path, write_pickle_gz(path, make_mnist())
+
+
+@pytest.fixture
+def prepared_dir(tmp_path, mnist_file) -> Path:
+    """data/prepared made from the tiny synthetic file."""
+    from mnist_pipeline.data import prepare
+
+    out = tmp_path / "prepared"
+    prepare(mnist_file[0], out)
+    return out
+
+
+def tiny_params(**overrides) -> dict:
+    """A valid params dict for unit tests."""
+    raw = {
+        "seed": 0,
+        "device": "cpu",
+        "epochs": 1,
+        "bs": 32,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "fetch": {"sources": [{"url": "", "checksums": ["sha256:" + "0" * 64]}]},
+        "models": {"logistic": {"arch": "logistic"}, "cnn": {"arch": "cnn"}},
+    }
+    raw.update(overrides)
+    return raw

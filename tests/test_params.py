@@ -1,0 +1,87 @@
+"""params.yaml validation: every bad value is refused with a message naming the key."""
+
+import pytest
+import yaml
+from conftest import tiny_params
+
+from mnist_pipeline.errors import UserError
+from mnist_pipeline.params import load_params, parse_params
+
+
+def test_defaults_resolve_and_overrides_apply():
+    raw = tiny_params(models={"a": {"arch": "cnn", "lr": 0.05}, "b": {"arch": "logistic"}})
+    params = parse_params(raw)
+    assert params.model("a").lr == 0.05
+    assert params.model("b").lr == 0.1  # the shared value
+    assert params.model("b").epochs == 1 and params.model("b").optimizer == "sgd"
+
+
+def test_shipped_params_are_valid_and_do_not_override_lr():
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "params.yaml"
+    params = load_params(path)
+    assert set(params.models) >= {
+        "logistic_scratch",
+        "logistic",
+        "cnn",
+        "cnn_sequential",
+        "cnn_adaptive",
+        "fast",
+    }
+    raw = yaml.safe_load(path.read_text())
+    assert raw["epochs"] == 2
+    assert all("lr" not in m for m in raw["models"].values()), "shipped models must not set lr"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"lrr": 0.1}, "unknown key 'lrr'"),
+        ({"lr": "fast"}, "lr: expected a positive number, got 'fast'"),
+        ({"lr": 0}, "lr: expected a positive number"),
+        ({"lr": -0.1}, "lr: expected a positive number"),
+        ({"epochs": 0}, "epochs: expected a positive integer"),
+        ({"epochs": 1.5}, "epochs: expected a positive integer"),
+        ({"bs": -8}, "bs: expected a positive integer"),
+        ({"bs": True}, "bs: expected a positive integer"),
+        ({"momentum": 1.5}, "momentum: expected a number in [0, 1)"),
+        ({"device": "gpu"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
+        ({"device": "cuda:x"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
+        ({"models": {}}, "models: expected a non-empty mapping"),
+        ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
+        ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
+        ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
+        ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
+        ({"distributed": {"nproc": 0}}, "distributed.nproc: expected a positive integer"),
+        ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),
+        ({"fetch": {"sources": [{"url": "x", "checksums": ["md5:zz"]}]}}, "is not 'md5:<32 hex>'"),
+    ],
+)
+def test_bad_params_are_refused(change, message):
+    with pytest.raises(UserError) as err:
+        parse_params(tiny_params(**change), "params.yaml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("params.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_key_is_refused():
+    raw = tiny_params()
+    del raw["lr"]
+    with pytest.raises(UserError, match="missing key 'lr'"):
+        parse_params(raw)
+
+
+def test_unknown_model_name_lists_valid_ones():
+    with pytest.raises(UserError, match="no model 'nope'.*valid: logistic, cnn"):
+        parse_params(tiny_params()).model("nope")
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(UserError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("lr: [0.1\n")
+    with pytest.raises(UserError, match=r"params.yaml: invalid YAML at line \d+"):
+        load_params(bad)
