@@ -1,0 +1,91 @@
+"""Evaluation metrics on a hand-made model and data whose answers are known."""
+
+import pytest
+import torch
+import yaml
+
+from mnist_pipeline.evaluate import classification_metrics, confusion_matrix, predict
+from mnist_pipeline.models import cross_entropy
+from mnist_pipeline.summary import summary_table
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+class FirstPixelIsTheClass(torch.nn.Module):
+    """Predicts class round(9 * x[0]) with certainty: a model whose answers we know."""
+
+    def forward(self, x):
+        cls = (x.reshape(len(x), -1)[:, 0] * 9).round().long()
+        return torch.nn.functional.one_hot(cls, 10).float() * 100  # logits
+
+
+def test_metrics_of_a_known_model():
+    targets = torch.tensor([0, 1, 2, 3, 3, 3, 9, 9])
+    predicted = torch.tensor([0, 1, 2, 3, 3, 5, 9, 1])  # two mistakes: 3->5 and 9->1
+    x = torch.zeros(8, 784)
+    x[:, 0] = predicted / 9
+    outputs = predict(FirstPixelIsTheClass(), x, bs=3, image_input=False, device="cpu")
+    m = classification_metrics(outputs, targets, cross_entropy)
+    assert torch.equal(m["predicted"], predicted)
+    assert m["acc"] == pytest.approx(6 / 8)
+    assert m["per_class_acc"]["3"] == pytest.approx(2 / 3)
+    assert m["per_class_acc"]["9"] == pytest.approx(1 / 2)
+    assert m["per_class_acc"]["4"] == 0.0  # no samples: reported as 0, not a division error
+    assert m["confusion"][3][5] == 1 and m["confusion"][9][1] == 1 and m["confusion"][3][3] == 2
+    assert sum(map(sum, m["confusion"])) == 8
+    # Each wrong answer costs 100 nats (logit gap), each right one ~0: mean = 200 / 8.
+    assert m["loss"] == pytest.approx(200 / 8, rel=1e-4)
+
+
+def test_loss_does_not_depend_on_batch_size():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(784, 10)
+    x, y = torch.rand(50, 784), torch.randint(0, 10, (50,))
+    losses = [
+        classification_metrics(predict(model, x, bs, False, "cpu"), y, cross_entropy)["loss"]
+        for bs in (1, 7, 50)
+    ]
+    assert max(losses) - min(losses) < 1e-6
+    assert losses[0] == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item())
+
+
+def test_confusion_matrix_counts():
+    c = confusion_matrix(torch.tensor([1, 1, 2]), torch.tensor([1, 2, 2]))
+    assert c[1, 1] == 1 and c[1, 2] == 1 and c[2, 2] == 1 and c.sum() == 3
+
+
+def test_summary_table_has_one_row_per_model():
+    row = dict(
+        val_loss=0.3,
+        val_acc=0.91,
+        test_acc=0.9,
+        parameters=7850,
+        seconds_per_epoch=1.5,
+        device="cpu",
+    )
+    table = summary_table({"logistic": row, "cnn": row})
+    lines = table.strip().splitlines()
+    assert lines[-2].startswith("| logistic | 0.3000 | 0.9100 | 0.9000 | 7,850 | 1.50 | cpu |")
+    assert lines[-1].startswith("| cnn |")
+
+
+def test_every_model_in_params_has_its_plots_and_report_inputs():
+    """Top-level plots and the report stage list models by hand: catch a model left out."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    plots = dvc["plots"]
+    named = {k: v for p in plots if isinstance(p, dict) for k, v in p.items()}
+    flat = [p for p in plots if isinstance(p, str)]
+    report_deps = dvc["stages"]["report"]["deps"]
+    for name in models:
+        assert f"plots/history/{name}.tsv" in named["Loss per epoch (train and validation)"]["y"]
+        assert f"plots/history/{name}.tsv" in named["Validation accuracy per epoch"]["y"]
+        assert named[f"plots/predictions/{name}.csv"]["template"] == "confusion"
+        assert f"plots/confusion/{name}.png" in flat
+        assert f"plots/misclassified/{name}.png" in flat
+        for dep in (
+            f"metrics/{name}.json",
+            f"metrics/train/{name}.json",
+            f"plots/history/{name}.tsv",
+        ):
+            assert dep in report_deps, f"report stage lacks {dep}"
