@@ -73,9 +73,15 @@ def setup(device_spec: str):
 
 def wrapper(device):
     """A function wrapping a model in DDP on ``device``."""
+    import torch
     from torch.nn.parallel import DistributedDataParallel
 
     def wrap(model):
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(
+                f"{type(model).__name__} is hand-written, not an nn.Module: DDP cannot wrap it; "
+                "set distributed.nproc: 1 for it"
+            )
         if device.type == "cuda":
             return DistributedDataParallel(model, device_ids=[device.index])
         return DistributedDataParallel(model)

@@ -1,0 +1,106 @@
+"""Data-parallel training under torchrun: 2 CPU ranks equal 1 process with the same global bs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, make_mnist, write_pickle_gz
+
+from mnist_pipeline.data import prepare
+
+# Two ranks sum the same gradients in a different order (gloo all-reduce), so weights agree to
+# float32 rounding, not bit for bit. Measured differences are ~1e-7; this bound is tight enough
+# that one mis-weighted or dropped shard (a difference of order 1e-2) fails it.
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    # 300 train samples with bs 64: the last global batch (44) splits unevenly (22/22) and the
+    # validation set (100, bs 128) too, so shard weighting is exercised.
+    write_pickle_gz(folder / "mnist.pkl.gz", make_mnist((300, 100, 10)))
+    prepare(folder / "mnist.pkl.gz", folder / "prepared")
+    return folder
+
+
+def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.CompletedProcess:
+    params = {
+        "seed": 3,
+        "device": "cpu",
+        "epochs": 1,
+        "bs": 64,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "fetch": {"sources": [{"url": "", "checksums": ["sha256:" + "0" * 64]}]},
+        "distributed": {"nproc": nproc},
+        "models": {model: {"arch": model}},
+    } | extra
+    out = folder / f"{model}-{nproc}{tag}"
+    out.mkdir(exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "train.py"),
+            "--params",
+            str(out / "params.yaml"),
+            "--model",
+            model,
+            "--prepared",
+            str(folder / "prepared"),
+            "--out",
+            str(out / "m.pt"),
+            "--history",
+            str(out / "h.tsv"),
+            "--timing",
+            str(out / "t.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("model", ["logistic", "cnn"])
+def test_two_ranks_equal_one_process(prepared, model):
+    for nproc in (1, 2):
+        result = train(prepared, model, nproc)
+        assert result.returncode == 0, result.stderr
+    single = torch.load(prepared / f"{model}-1" / "m.pt", weights_only=True)
+    ddp = torch.load(prepared / f"{model}-2" / "m.pt", weights_only=True)
+    initial_gap = 0.0
+    for key, value in single["state_dict"].items():
+        other = ddp["state_dict"][key]
+        assert torch.allclose(value, other, atol=ATOL, rtol=0), (key, (value - other).abs().max())
+        initial_gap = max(initial_gap, value.abs().max().item())
+    assert initial_gap > 100 * ATOL  # the weights are far from zero: the tolerance is tight
+    h1 = (prepared / f"{model}-1" / "h.tsv").read_text().splitlines()[1].split("\t")
+    h2 = (prepared / f"{model}-2" / "h.tsv").read_text().splitlines()[1].split("\t")
+    # Global (all-reduced) figures, not rank 0's shard: same to 4 decimals.
+    for a, b in zip(h1[1:], h2[1:], strict=True):
+        assert abs(float(a) - float(b)) < 1e-4, (h1, h2)
+    assert '"nproc": 2' in (prepared / f"{model}-2" / "t.json").read_text()
+
+
+def test_a_failing_rank_fails_the_stage_with_its_error_and_no_output(prepared, tmp_path):
+    result = train(prepared, "cnn", 2, tag="-diverges", lr=1e20)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rank ") and "diverged in epoch 0" in last, result.stderr
+    assert not (prepared / "cnn-2-diverges" / "m.pt").exists()
+    assert not (prepared / "cnn-2-diverges" / "h.tsv").exists()
+
+
+def test_uneven_data_still_sums_to_the_global_batch():
+    from mnist_pipeline.train import Batches
+
+    x = torch.arange(7).float().unsqueeze(1)
+    shards = [list(Batches(x, torch.arange(7), bs=7, rank=r, world=2)) for r in (0, 1)]
+    sizes = [len(s[0][1]) for s in shards]
+    assert sum(sizes) == 7 and sorted(sizes) == [3, 4]
