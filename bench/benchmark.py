@@ -1,0 +1,398 @@
+"""Benchmark the pipeline on this machine and write BENCHMARKS.md.
+
+Everything is measured side by side in one run, and each figure is the median of N runs:
+  1. data path: seconds per epoch of `logistic` and `cnn` with the project's loader, raw tensor
+     slicing (the lower bound for the same arithmetic) and the tutorial's
+     DataLoader(TensorDataset, shuffle=True), as ratios to raw slicing;
+  2. orchestration: `dvc repro` of the train stages from a clean state against the same
+     training in one Python process; a no-op `dvc repro`; `dvc exp run -S lr=...`;
+  3. evaluation: the evaluate stage's wall time per model;
+  4. time to a good model: the `fast` model over 3 seeds, and pytorch/examples' mnist network
+     for one epoch as the reference;
+  5. memory: peak resident memory of the train stage for `cnn` and `fast`.
+
+Run with `make bench` (needs data/prepared and data/raw from `make repro`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn, optim
+from torch.utils.data import DataLoader
+
+from mnist_pipeline.data import load_datasets
+from mnist_pipeline.models import get_architecture
+from mnist_pipeline.params import load_params
+from mnist_pipeline.train import Batches, build_model, get_data, loss_batch, train_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = torch.device("cpu")
+
+
+def median_time(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- 1. data path -------------------------------------------------------------------------
+def epoch_with(loader_kind: str, arch_name: str, config, train_ds) -> float:
+    """Seconds for one training epoch of ``arch_name`` fed by ``loader_kind``."""
+    arch = get_architecture(arch_name)
+    model, loss_func, opt = build_model(config, DEVICE)
+    x, y = train_ds.tensors
+    if loader_kind == "project":
+        loader, _ = get_data(train_ds, train_ds, config.bs, seed=0, image_input=arch.image_input)
+    elif loader_kind == "raw":
+        loader = None
+    else:
+        loader = DataLoader(train_ds, batch_size=config.bs, shuffle=True)
+    start = time.perf_counter()
+    if loader is None:  # raw tensor slicing, inline: the lower bound
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        for i in range(0, len(x), config.bs):
+            idx = perm[i : i + config.bs]
+            loss_batch(model, loss_func, x[idx], y[idx], opt)
+    else:
+        for xb, yb in loader:
+            loss_batch(model, loss_func, xb, yb, opt)
+    return time.perf_counter() - start
+
+
+def bench_data_path(params, train_ds, runs: int) -> list[dict]:
+    rows = []
+    for name in ("logistic", "cnn"):
+        config = params.model(name)
+        result = {"model": name}
+        for kind in ("raw", "project", "dataloader"):
+            result[kind] = statistics.median(
+                epoch_with(kind, name, config, train_ds) for _ in range(runs)
+            )
+            print(f"data path: {name} {kind} {result[kind]:.2f}s", flush=True)
+        rows.append(result)
+    return rows
+
+
+# --- 2/3. orchestration and evaluation ----------------------------------------------------
+def bench_project(params_file: Path) -> Path:
+    """A temporary copy of the repo with the real data, fetched from the local file."""
+    root = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        if not rel.startswith(("metrics/", "plots/", "dvc.lock")):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    raw = yaml.safe_load(params_file.read_text())
+    raw["fetch"]["sources"] = [
+        raw["fetch"]["sources"][-1] | {"url": str(REPO / "data/raw/mnist.pkl.gz")}
+    ]
+    raw["epochs"] = 1  # keep the benchmark short: one epoch per model
+    for settings in raw["models"].values():
+        settings.pop("epochs", None)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ):
+        subprocess.run(cmd, cwd=root, check=True)
+    dvc(root, "repro", "prepare")
+    return root
+
+
+def dvc_env() -> dict:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.com",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.com",
+    }
+
+
+def dvc(cwd: Path, *args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=dvc_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def in_process(root: Path, names: list[str]) -> float:
+    """The same training as the train stages, in one Python process (data loaded once)."""
+    start = time.perf_counter()
+    params = load_params(root / "params.yaml")
+    train_ds, valid_ds = load_datasets(root / "data/prepared", splits=("train", "valid"))
+    for name in names:
+        train_model(params.model(name), train_ds, valid_ds, DEVICE)
+    return time.perf_counter() - start
+
+
+def bench_orchestration(runs: int) -> dict:
+    root = bench_project(REPO / "params.yaml")
+    names = list(load_params(root / "params.yaml").models)
+    train_stages = [f"train@{n}" for n in names]
+    dvc_times, inproc_times = [], []
+    for _ in range(runs):
+        shutil.rmtree(root / "models", ignore_errors=True)
+        dvc_times.append(dvc(root, "repro", *train_stages))
+        inproc_times.append(in_process(root, names))
+        print(
+            f"orchestration: dvc {dvc_times[-1]:.1f}s, one process {inproc_times[-1]:.1f}s",
+            flush=True,
+        )
+    dvc(root, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=root, env=dvc_env(), check=True)
+    noop = [dvc(root, "repro") for _ in range(runs)]
+    exp = [dvc(root, "exp", "run", "-S", f"lr={lr}") for lr in (0.11, 0.12, 0.13)[:runs]]
+    evaluate = {}
+    for name in names:
+        evaluate[name] = statistics.median(
+            dvc(root, "repro", "--force", "--single-item", f"evaluate@{name}") for _ in range(runs)
+        )
+        print(f"evaluate@{name}: {evaluate[name]:.1f}s", flush=True)
+    memory = {name: peak_rss_mb(root, name) for name in ("cnn", "fast")}
+    shutil.rmtree(root, ignore_errors=True)
+    d, p = statistics.median(dvc_times), statistics.median(inproc_times)
+    return {
+        "stages": len(names),
+        "dvc": d,
+        "inproc": p,
+        "noop": statistics.median(noop),
+        "exp": statistics.median(exp),
+        "evaluate": evaluate,
+        "memory": memory,
+    }
+
+
+def peak_rss_mb(root: Path, name: str) -> float:
+    """Peak resident memory of the train stage (GNU time's 'Maximum resident set size')."""
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "stages/train.py",
+        "--model",
+        name,
+        "--prepared",
+        "data/prepared",
+        "--out",
+        f"models/{name}.pt",
+        "--history",
+        f"plots/history/{name}.tsv",
+        "--timing",
+        f"metrics/train/{name}.json",
+    ]
+    result = subprocess.run(
+        cmd, cwd=root, env=dvc_env(), capture_output=True, text=True, check=True
+    )
+    kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
+    return kb / 1024
+
+
+# --- 4. time to a good model ----------------------------------------------------------------
+class ExamplesNet(nn.Module):
+    """The network of pytorch/examples mnist/main.py."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
+def examples_epoch(train_ds, valid_ds) -> tuple[float, float]:
+    """One epoch of pytorch/examples' recipe (Adadelta lr 1.0, bs 64); (seconds, val acc)."""
+    torch.manual_seed(1)
+    model = ExamplesNet()
+    opt = optim.Adadelta(model.parameters(), lr=1.0)
+    x, y = train_ds.tensors
+    loader = Batches(x.view(-1, 1, 28, 28), y, 64, shuffle=True, seed=1)
+    start = time.perf_counter()
+    model.train()
+    for xb, yb in loader:
+        loss_batch(model, F.cross_entropy, xb, yb, opt)
+    seconds = time.perf_counter() - start
+    model.eval()
+    xv, yv = valid_ds.tensors
+    with torch.no_grad():
+        pred = torch.cat(
+            [model(xv[i : i + 1000].view(-1, 1, 28, 28)).argmax(1) for i in range(0, len(xv), 1000)]
+        )
+    return seconds, (pred == yv).float().mean().item()
+
+
+def bench_models(params, train_ds, valid_ds, runs: int) -> dict:
+    fast = []
+    for seed in range(3):
+        config = params.model("fast").__class__(**(params.model("fast").to_dict() | {"seed": seed}))
+        _, history = train_model(config, train_ds, valid_ds, DEVICE)
+        fast.append((sum(r["seconds"] for r in history), history[-1]["val_acc"]))
+        print(f"fast seed {seed}: {fast[-1][0]:.1f}s val_acc {fast[-1][1]:.4f}", flush=True)
+    tutorial = {}
+    for name in ("logistic", "cnn"):
+        _, history = train_model(params.model(name), train_ds, valid_ds, DEVICE)
+        tutorial[name] = (sum(r["seconds"] for r in history), history[-1]["val_acc"])
+    examples = [examples_epoch(train_ds, valid_ds) for _ in range(runs)]
+    print(f"examples: {examples}", flush=True)
+    return {
+        "fast": fast,
+        "tutorial": tutorial,
+        "examples": examples,
+        "fast_config": params.model("fast"),
+    }
+
+
+# --- report ------------------------------------------------------------------------------
+def render(data_rows, orch, models, runs: int) -> str:
+    out = [
+        "# Benchmarks",
+        "",
+        "Regenerate with `make bench` (`python bench/benchmark.py --out BENCHMARKS.md`).",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, CPU only. "
+        f"Each figure is the median of {runs} runs measured side by side in one run.",
+        "",
+    ]
+    out += [
+        "## Data path: seconds per training epoch (50,000 samples, bs 64)",
+        "",
+        "| model | raw tensor slicing | project loader | DataLoader(TensorDataset) | "
+        "project / raw | DataLoader / raw |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in data_rows:
+        out.append(
+            f"| {r['model']} | {r['raw']:.2f} | {r['project']:.2f} | {r['dataloader']:.2f} "
+            f"| {r['project'] / r['raw']:.3f}× | {r['dataloader'] / r['raw']:.2f}× |"
+        )
+    if orch:
+        n = orch["stages"]
+        overhead = (orch["dvc"] - orch["inproc"]) / n
+        out += [
+            "",
+            "## Orchestration (all models, 1 epoch each)",
+            "",
+            "| measurement | seconds |",
+            "|---|---:|",
+            f"| `dvc repro` of the {n} train stages from a clean state | {orch['dvc']:.1f} |",
+            f"| the same training in one Python process | {orch['inproc']:.1f} |",
+            f"| ratio dvc / one process | {orch['dvc'] / orch['inproc']:.2f}× |",
+            f"| overhead per train stage | {overhead:.2f} |",
+            f"| no-op `dvc repro` | {orch['noop']:.2f} |",
+            f"| `dvc exp run -S lr=…` (retrains and re-evaluates every model) | "
+            f"{orch['exp']:.1f} |",
+        ]
+        out += [
+            "",
+            "## Evaluation: `dvc repro --force --single-item evaluate@<model>`",
+            "",
+            "| model | seconds |",
+            "|---|---:|",
+        ]
+        out += [f"| {k} | {v:.1f} |" for k, v in orch["evaluate"].items()]
+        out += [
+            "",
+            "## Memory: peak resident set of the train stage (`/usr/bin/time -v`)",
+            "",
+            "| model | peak RSS (MiB) |",
+            "|---|---:|",
+        ]
+        out += [f"| {k} | {v:.0f} |" for k, v in orch["memory"].items()]
+    if models:
+        f = models["fast"]
+        cfg = models["fast_config"]
+        ex_s = statistics.median(s for s, _ in models["examples"])
+        ex_a = statistics.median(a for _, a in models["examples"])
+        out += [
+            "",
+            "## Time to a good model (training seconds, validation accuracy)",
+            "",
+            "| model | epochs | train seconds | val acc |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, (s, a) in models["tutorial"].items():
+            out.append(f"| {name} (tutorial) | 2 | {s:.1f} | {a:.4f} |")
+        out.append(f"| pytorch/examples mnist Net (reference) | 1 | {ex_s:.1f} | {ex_a:.4f} |")
+        out.append(
+            f"| **fast**, median of seeds 0, 1, 2 | {cfg.epochs} | "
+            f"{statistics.median(s for s, _ in f):.1f} | "
+            f"{statistics.median(a for _, a in f):.4f} |"
+        )
+        out += [
+            "",
+            "fast per seed: "
+            + ", ".join(f"seed {i}: {s:.1f}s, {a:.4f}" for i, (s, a) in enumerate(f))
+            + ".",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=["data", "orchestration", "models"], default=None)
+    args = parser.parse_args()
+
+    params = load_params(REPO / "params.yaml")
+    train_ds, valid_ds = load_datasets(REPO / "data/prepared", splits=("train", "valid"))
+    data_rows = bench_data_path(params, train_ds, args.runs) if args.only in (None, "data") else []
+    models = (
+        bench_models(params, train_ds, valid_ds, args.runs)
+        if args.only in (None, "models")
+        else None
+    )
+    orch = bench_orchestration(args.runs) if args.only in (None, "orchestration") else None
+    text = render(data_rows, orch, models, args.runs)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
