@@ -23,15 +23,22 @@ def test_killed_mid_epoch_leaves_nothing_and_repro_recovers(tmp_path, sig):
     dvc(project, "repro", "prepare")
     repro = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@cnn"],
-        cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     log = []
     for line in repro.stdout:  # wait until epoch 0 is done: epoch 1 is then under way
         log.append(line)
         if line.startswith("cnn epoch 0:"):
             break
-    stage = [p for p in psutil.Process(repro.pid).children(recursive=True)
-             if "stages/train.py" in " ".join(p.cmdline())]
+    stage = [
+        p
+        for p in psutil.Process(repro.pid).children(recursive=True)
+        if "stages/train.py" in " ".join(p.cmdline())
+    ]
     assert stage, "".join(log)
     stage[0].send_signal(sig)
     rest, _ = repro.communicate(timeout=120)

@@ -162,25 +162,28 @@ def cnn_adaptive() -> nn.Module:
 
 
 def fast_cnn() -> nn.Module:
-    """Beyond the tutorial: a small batch-normalised CNN that reaches 99% in about one epoch."""
+    """Beyond the tutorial: a small batch-normalised CNN, 99% validation accuracy in 2 epochs.
 
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
+    A 5x5 stride-2 first convolution does the full-resolution work with only 8 channels; the
+    weights are channels_last, which makes the oneDNN convolutions about 1.5x faster on CPU.
+    """
+
+    def block(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> list[nn.Module]:
         return [
-            nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
             nn.BatchNorm2d(c_out),
             nn.ReLU(),
         ]
 
     return nn.Sequential(
-        *block(1, 16),
-        nn.MaxPool2d(2),  # (N, 16, 14, 14)
-        *block(16, 32),
-        nn.MaxPool2d(2),  # (N, 32, 7, 7)
-        *block(32, 64),
+        *block(1, 8, stride=2, k=5),  # (N, 8, 14, 14)
+        *block(8, 16),
+        nn.MaxPool2d(2),  # (N, 16, 7, 7)
+        *block(16, 64),
         nn.MaxPool2d(2),  # (N, 64, 3, 3)
         nn.Flatten(),
         nn.Linear(64 * 9, 10),
-    )
+    ).to(memory_format=torch.channels_last)
 
 
 # --- The registry ---
