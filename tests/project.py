@@ -68,17 +68,15 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
         shutil.copy2(REPO / rel, dest)
     data = root / "synthetic-mnist.pkl.gz"
     digest = write_pickle_gz(data, make_mnist(sizes))
-    set_params(
-        project,
-        fetch={"timeout": 5, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]},
-        epochs=1,
-        lr=0.05,
-        bs=32,
-        **params,
-    )
+    fetch = {"timeout": 5, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]}
+    set_params(project, **({"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32} | params))
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["models"] = {name: REPO_MODELS()[name] for name in models}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    from mnist_pipeline.dvcyaml import main as regenerate_dvc_yaml
+
+    args = ["--params", str(project / "params.yaml"), "--dvc-yaml", str(project / "dvc.yaml")]
+    assert regenerate_dvc_yaml(args) == 0
     git(project, "init", "-q")
     git(project, "config", "user.name", "test")
     git(project, "config", "user.email", "test@example.com")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ import torch
 import yaml
 from conftest import REPO, make_mnist, write_pickle_gz
 
-from mnist_pipeline.data import prepare
+from mnist_pipeline.data import load_datasets, prepare
+from mnist_pipeline.history import write_history
+from mnist_pipeline.params import load_params
+from mnist_pipeline.train import checkpoint, train_model
 
 # Two ranks sum the same gradients in a different order (gloo all-reduce), so weights agree to
 # float32 rounding, not bit for bit. Measured differences are ~1e-7; this bound is tight enough
@@ -67,12 +71,17 @@ def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.C
     )
 
 
-@pytest.mark.parametrize("model", ["logistic", "cnn"])
+@pytest.mark.parametrize("model", ["logistic", "cnn", "logistic_scratch"])
 def test_two_ranks_equal_one_process(prepared, model):
-    for nproc in (1, 2):
-        result = train(prepared, model, nproc)
-        assert result.returncode == 0, result.stderr
-    single = torch.load(prepared / f"{model}-1" / "m.pt", weights_only=True)
+    result = train(prepared, model, 2)
+    assert result.returncode == 0, result.stderr
+    # The single process, in this process: the same stage code path with nproc 1.
+    params = load_params(prepared / f"{model}-2" / "params.yaml")
+    config = dataclasses.replace(params.model(model), nproc=1)
+    datasets = load_datasets(prepared / "prepared", splits=("train", "valid"))
+    net, history = train_model(config, *datasets, torch.device("cpu"))
+    single = checkpoint(net, config, "cpu")
+    write_history(prepared / f"{model}-1.tsv", history)
     ddp = torch.load(prepared / f"{model}-2" / "m.pt", weights_only=True)
     initial_gap = 0.0
     for key, value in single["state_dict"].items():
@@ -80,7 +89,7 @@ def test_two_ranks_equal_one_process(prepared, model):
         assert torch.allclose(value, other, atol=ATOL, rtol=0), (key, (value - other).abs().max())
         initial_gap = max(initial_gap, value.abs().max().item())
     assert initial_gap > 100 * ATOL  # the weights are far from zero: the tolerance is tight
-    h1 = (prepared / f"{model}-1" / "h.tsv").read_text().splitlines()[1].split("\t")
+    h1 = (prepared / f"{model}-1.tsv").read_text().splitlines()[1].split("\t")
     h2 = (prepared / f"{model}-2" / "h.tsv").read_text().splitlines()[1].split("\t")
     # Global (all-reduced) figures, not rank 0's shard: same to 4 decimals.
     for a, b in zip(h1[1:], h2[1:], strict=True):

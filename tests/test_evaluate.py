@@ -69,8 +69,15 @@ def test_summary_table_has_one_row_per_model():
     assert lines[-1].startswith("| cnn |")
 
 
+def test_dvc_yaml_is_generated_from_params():
+    from mnist_pipeline.dvcyaml import main
+
+    args = ["--params", str(REPO / "params.yaml"), "--dvc-yaml", str(REPO / "dvc.yaml")]
+    assert main([*args, "--check"]) == 0, "run: python -m mnist_pipeline.dvcyaml"
+
+
 def test_every_model_in_params_has_its_plots_and_report_inputs():
-    """Top-level plots and the report stage list models by hand: catch a model left out."""
+    """Top-level plots and the report stage list every model: catch a model left out."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
     plots = dvc["plots"]

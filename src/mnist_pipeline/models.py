@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn, optim
 
@@ -78,6 +79,10 @@ class ScratchSGD:
         self.param_groups = [{"lr": lr}]  # read by fit's history, like torch.optim
 
     def step(self) -> None:
+        if dist.is_available() and dist.is_initialized():  # under torchrun: average like DDP
+            for p in self.params:
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
         with torch.no_grad():
             for p, v in zip(self.params, self.velocity, strict=True):
                 v.mul_(self.momentum).add_(p.grad)
