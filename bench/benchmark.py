@@ -187,6 +187,9 @@ def bench_orchestration(runs: int) -> dict:
         )
         print(f"evaluate@{name}: {evaluate[name]:.1f}s", flush=True)
     memory = {name: peak_rss_mb(root, name) for name in ("cnn", "fast")}
+    ddp = {
+        nproc: statistics.median(ddp_epoch(root, nproc) for _ in range(runs)) for nproc in (1, 2)
+    }
     shutil.rmtree(root, ignore_errors=True)
     d, p = statistics.median(dvc_times), statistics.median(inproc_times)
     return {
@@ -197,6 +200,7 @@ def bench_orchestration(runs: int) -> dict:
         "exp": statistics.median(exp),
         "evaluate": evaluate,
         "memory": memory,
+        "ddp": ddp,
     }
 
 
@@ -223,6 +227,34 @@ def peak_rss_mb(root: Path, name: str) -> float:
     )
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     return kb / 1024
+
+
+def ddp_epoch(root: Path, nproc: int) -> float:
+    """Wall time of the cnn train stage (1 epoch) with distributed.nproc = nproc."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["distributed"] = {"nproc": nproc}
+    (root / f"params-ddp{nproc}.yaml").write_text(yaml.safe_dump(raw))
+    cmd = [
+        sys.executable,
+        "stages/train.py",
+        "--params",
+        f"params-ddp{nproc}.yaml",
+        "--model",
+        "cnn",
+        "--prepared",
+        "data/prepared",
+        "--out",
+        f"ddp{nproc}.pt",
+        "--history",
+        f"ddp{nproc}.tsv",
+        "--timing",
+        f"ddp{nproc}.json",
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=root, env=dvc_env(), check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    print(f"ddp nproc={nproc}: {seconds:.1f}s", flush=True)
+    return seconds
 
 
 # --- 4. time to a good model ----------------------------------------------------------------
@@ -344,6 +376,20 @@ def render(data_rows, orch, models, runs: int) -> str:
             "|---|---:|",
         ]
         out += [f"| {k} | {v:.0f} |" for k, v in orch["memory"].items()]
+        d1, d2 = orch["ddp"][1], orch["ddp"][2]
+        out += [
+            "",
+            "## Data parallel: the `cnn` train stage, 1 epoch, CPU (gloo)",
+            "",
+            "| ranks | wall seconds (stage, incl. start-up) |",
+            "|---|---:|",
+            f"| 1 (plain process, 2 threads) | {d1:.1f} |",
+            f"| 2 (torchrun, 1 thread each) | {d2:.1f} |",
+            "",
+            f"2 ranks / 1 rank = {d2 / d1:.2f}×: on a 2-core CPU, two ranks share the same "
+            "cores the single process already used, and add torchrun start-up and an "
+            "all-reduce per batch. DDP pays off with one GPU per rank.",
+        ]
     if models:
         f = models["fast"]
         cfg = models["fast_config"]
