@@ -390,6 +390,7 @@ def render(data_rows, orch, models, runs: int) -> str:
             "cores the single process already used, and add torchrun start-up and an "
             "all-reduce per batch. DDP pays off with one GPU per rank.",
         ]
+    out += targets(data_rows, orch, models)
     if models:
         f = models["fast"]
         cfg = models["fast_config"]
@@ -417,6 +418,66 @@ def render(data_rows, orch, models, runs: int) -> str:
             + ".",
         ]
     return "\n".join(out) + "\n"
+
+
+def targets(data_rows, orch, models) -> list[str]:
+    """The issue's targets, each met or not, with what the gap is made of."""
+    rows = []
+    for r in data_rows:
+        ratio = r["project"] / r["raw"]
+        rows.append(
+            (
+                f"project loader ≤ 1.10× raw slicing ({r['model']})",
+                f"{ratio:.3f}×",
+                ratio <= 1.10,
+                "",
+            )
+        )
+    if orch:
+        overhead = (orch["dvc"] - orch["inproc"]) / orch["stages"]
+        rows.append(
+            (
+                "train-stage orchestration overhead ≤ 1.5 s per stage",
+                f"{overhead:.1f} s",
+                overhead <= 1.5,
+                STAGE_GAP,
+            )
+        )
+        rows.append(
+            ("no-op `dvc repro` ≤ 1.5 s", f"{orch['noop']:.2f} s", orch["noop"] <= 1.5, NOOP_GAP)
+        )
+    if models:
+        s = statistics.median(s for s, _ in models["fast"])
+        a = statistics.median(a for _, a in models["fast"])
+        rows.append(
+            (
+                "fast: ≥ 99.0% val acc in ≤ 15 s training (median of 3 seeds)",
+                f"{a:.2%} in {s:.1f} s",
+                a >= 0.99 and s <= 15,
+                "",
+            )
+        )
+    out = ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    out += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok, _ in rows]
+    out += [f"- {t}: {why}" for t, _, ok, why in rows if not ok and why]
+    return out
+
+
+# What the per-stage and no-op figures are made of, measured with `python -X importtime`
+# and cProfile on this machine; none of it is in this project's code.
+STAGE_GAP = (
+    "not met. Each stage is a fresh Python process: `import torch` costs 2.4 s, and the "
+    "first call into `torch.optim` imports `torch._dynamo` (2.0 s; `Optimizer.step` calls "
+    "`torch._dynamo.graph_break`), so 4.4 s of each stage is PyTorch start-up that one "
+    "process pays once; the remaining ~1.5 s is the interpreter, DVC's per-stage work "
+    "(hashing, lock updates) and reading data/prepared. The stage scripts import lazily and read the data once; `torch.use_deterministic_algorithms`, which cost "
+    "another 2.4 s of imports, was removed."
+)
+NOOP_GAP = (
+    "not met. cProfile: DVC parses dvc.yaml and dvc.lock with ruamel.yaml's pure-Python "
+    "round-trip loader, 21 parses, ~2 s for the 20 stages' ~1,000 lock lines; DVC's own "
+    "imports take ~0.3 s."
+)
 
 
 def main() -> None:
