@@ -470,7 +470,8 @@ STAGE_GAP = (
     "first call into `torch.optim` imports `torch._dynamo` (2.0 s; `Optimizer.step` calls "
     "`torch._dynamo.graph_break`), so 4.4 s of each stage is PyTorch start-up that one "
     "process pays once; the remaining ~1.5 s is the interpreter, DVC's per-stage work "
-    "(hashing, lock updates) and reading data/prepared. The stage scripts import lazily and read the data once; `torch.use_deterministic_algorithms`, which cost "
+    "(hashing, lock updates) and reading data/prepared. The stage scripts import lazily "
+    "and read the data once; `torch.use_deterministic_algorithms`, which cost "
     "another 2.4 s of imports, was removed."
 )
 NOOP_GAP = (
