@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # Stages run `python`: the venv's, even when it is not activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The stamp is keyed on the dependency files: a second install with nothing changed skips pip.
-DEPS_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell cat requirements.txt pyproject.toml | $(PYTHON) -c \
+	"import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 
 .PHONY: install repro test lint bench clean
@@ -13,6 +14,8 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || \
+		{ echo "error: $(PYTHON) is older than Python 3.11; run: make PYTHON=python3.11 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .

@@ -34,6 +34,7 @@ import yaml
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
+from mnist_pipeline import atomic
 from mnist_pipeline.data import load_datasets
 from mnist_pipeline.models import get_architecture
 from mnist_pipeline.params import load_params
@@ -476,7 +477,7 @@ STAGE_GAP = (
 )
 NOOP_GAP = (
     "not met. cProfile: DVC parses dvc.yaml and dvc.lock with ruamel.yaml's pure-Python "
-    "round-trip loader, 21 parses, ~2 s for the 20 stages' ~1,000 lock lines; DVC's own "
+    "round-trip loader, 21 parses, ~2 s for the 16 stages' ~1,000 lock lines; DVC's own "
     "imports take ~0.3 s."
 )
 
@@ -498,7 +499,7 @@ def main() -> None:
     )
     orch = bench_orchestration(args.runs) if args.only in (None, "orchestration") else None
     text = render(data_rows, orch, models, args.runs)
-    Path(args.out).write_text(text)
+    atomic.write_text(args.out, text)
     print(text)
 
 

@@ -56,11 +56,12 @@ def main() -> None:
     from mnist_pipeline.data import load_split
 
     x, y = load_split(args.prepared, "valid")
+    shown = range(min(32, len(y)))
     plots.digit_grid(
-        [x[i].numpy() for i in range(32)],
-        [f"label {int(y[i])}" for i in range(32)],
+        [x[i].numpy() for i in shown],
+        [f"label {int(y[i])}" for i in shown],
         args.digits_png,
-        "The first 32 validation digits with their labels",
+        f"The first {len(shown)} validation digits with their labels",
     )
     print(f"report: {args.summary}, {args.curves_png}, {args.digits_png}")
 

@@ -35,7 +35,7 @@ def main() -> None:
     if distributed.under_torchrun():
         try:
             run(args, config, *distributed.setup(config.device))
-        except UserError as err:
+        except (UserError, OSError) as err:
             distributed.record_rank_error(str(err))
             raise
         finally:

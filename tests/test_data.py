@@ -86,7 +86,8 @@ def nan_pixel(x):
         (bad(set_(0, 1, lambda y: y + 5)), "train split: labels must lie in 0..9"),
         (bad(set_(1, 1, lambda y: y[:-1])), "valid split: x has 128 rows but y has 127 labels"),
         (bad(set_(0, 1, lambda y: y.astype(np.float32))), "train split: y must be a 1-d integer"),
-        (bad(set_(0, 0, lambda x: x * np.float32(256 / 255))), "not exact multiples of 1/256"),
+        # The last split is bad: the first two must not have been written (checked below).
+        (bad(set_(2, 0, lambda x: x * np.float32(256 / 255))), "test split: pixels are not exact"),
     ],
 )
 def test_bad_structure_and_values_are_refused(tmp_path, obj, message):

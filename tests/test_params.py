@@ -54,6 +54,7 @@ def test_shipped_params_are_valid_and_do_not_override_lr():
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
         ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
         ({"distributed": {"nproc": 0}}, "distributed.nproc: expected a positive integer"),
+        ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than distributed.nproc 4"),
         ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),
         ({"fetch": {"sources": [{"url": "x", "checksums": ["md5:zz"]}]}}, "is not 'md5:<32 hex>'"),
     ],

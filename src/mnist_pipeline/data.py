@@ -121,14 +121,16 @@ def prepare(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str
     from .atomic import torch_save
 
     splits = validate_splits(read_pickle_gz(raw_path), raw_path)
-    out_dir = Path(out_dir)
-    sizes = {}
-    for name, (x, y) in splits.items():
-        pixels = to_uint8(x, f"{raw_path}: {name} split")
-        tensors = {"x": torch.from_numpy(pixels), "y": torch.from_numpy(y.astype(np.int64))}
-        torch_save(tensors, out_dir / f"{name}.pt")
-        sizes[name] = len(y)
-    return sizes
+    tensors = {  # every split is checked and converted before any file is written
+        name: {
+            "x": torch.from_numpy(to_uint8(x, f"{raw_path}: {name} split")),
+            "y": torch.from_numpy(y.astype(np.int64)),
+        }
+        for name, (x, y) in splits.items()
+    }
+    for name, split in tensors.items():
+        torch_save(split, Path(out_dir) / f"{name}.pt")
+    return {name: len(split["y"]) for name, split in tensors.items()}
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str):

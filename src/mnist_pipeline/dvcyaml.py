@@ -21,9 +21,13 @@ REPORT = """\
   report:
     cmd: >-
       python stages/report.py --params params.yaml --prepared data/prepared
+      --metrics-dir metrics --history-dir plots/history
       --summary metrics/summary.md --curves-png plots/curves.png --digits-png plots/digits.png
     deps:
       - stages/report.py
+      - src/mnist_pipeline/data.py
+      - src/mnist_pipeline/history.py
+      - src/mnist_pipeline/params.py
       - src/mnist_pipeline/plots.py
       - src/mnist_pipeline/summary.py
       - data/prepared

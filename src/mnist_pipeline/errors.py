@@ -32,7 +32,7 @@ def stage_main(main: Callable[..., object]) -> Callable[..., object]:
             print(f"error:{where} {err.strerror or err}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
-            print("error: interrupted; no partial output was written", file=sys.stderr)
+            print("error: interrupted; no output file was left half-written", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

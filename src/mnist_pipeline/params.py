@@ -211,6 +211,8 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
             if key != "arch":
                 _check_value(at, key, value)
                 values[key] = value
+        if values["bs"] < nproc:
+            raise UserError(f"{at}bs: {values['bs']} is smaller than distributed.nproc {nproc}")
         values["lr"] = float(values["lr"])
         values["momentum"] = float(values["momentum"])
         values["weight_decay"] = float(values["weight_decay"])
