@@ -44,9 +44,6 @@ class LogisticScratch:
     def parameters(self) -> list[torch.Tensor]:
         return [self.weights, self.bias]
 
-    def named_parameters(self):
-        return [("weights", self.weights), ("bias", self.bias)]
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights.detach().clone(), "bias": self.bias.detach().clone()}
 

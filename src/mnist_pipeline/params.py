@@ -81,7 +81,6 @@ class Params:
     path: str
     fetch: FetchConfig
     models: dict[str, TrainConfig]
-    nproc: int
 
     def model(self, name: str) -> TrainConfig:
         if name not in self.models:
@@ -217,7 +216,7 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         values["momentum"] = float(values["momentum"])
         values["weight_decay"] = float(values["weight_decay"])
         resolved[str(name)] = TrainConfig(name=str(name), arch=arch, nproc=nproc, **values)
-    return Params(path=path, fetch=fetch_config, models=resolved, nproc=nproc)
+    return Params(path=path, fetch=fetch_config, models=resolved)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
