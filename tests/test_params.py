@@ -5,7 +5,7 @@ import yaml
 from conftest import tiny_params
 
 from mnist_pipeline.errors import UserError
-from mnist_pipeline.params import load_params, parse_params
+from mnist_pipeline.params import ARCHITECTURE_NAMES, load_params, parse_params
 
 
 def test_defaults_resolve_and_overrides_apply():
@@ -21,14 +21,8 @@ def test_shipped_params_are_valid_and_do_not_override_lr():
 
     path = pathlib.Path(__file__).resolve().parents[1] / "params.yaml"
     params = load_params(path)
-    assert set(params.models) >= {
-        "logistic_scratch",
-        "logistic",
-        "cnn",
-        "cnn_sequential",
-        "cnn_adaptive",
-        "fast",
-    }
+    # Every model of the registry is trained by default.
+    assert {m.arch for m in params.models.values()} == set(ARCHITECTURE_NAMES)
     raw = yaml.safe_load(path.read_text())
     assert raw["epochs"] == 2
     assert all("lr" not in m for m in raw["models"].values()), "shipped models must not set lr"
