@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 from project import REPO_MODELS, dvc, git, lock_md5s, make_project
@@ -170,8 +171,6 @@ def test_queued_sweep_runs_two_experiments(small, tmp_path):
     dvc(project, "exp", "run", "--queue", "-S", "lr=0.02,0.2")
     try:
         dvc(project, "queue", "start", "-j", "2")
-        import time
-
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
             status = dvc(project, "queue", "status").stdout
