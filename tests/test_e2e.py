@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import time
 
 import pytest
-from project import REPO_MODELS, dvc, git, lock_md5s, make_project
+from project import REPO_MODELS, dvc, git, make_project
 
 pytestmark = pytest.mark.e2e
 
 ALL_MODELS = tuple(REPO_MODELS())
-# Outputs that hold wall-clock times, so they differ between runs by design.
-TIMING = ("metrics/train/", "metrics/summary.md")
 
 
 @pytest.fixture(scope="module")
@@ -102,93 +98,3 @@ def test_misspelled_param_fails_loudly(project):
     assert "error: params.yaml: unknown key 'lrr'" in output
     assert "Running stage 'train@" not in output
     git(project, "checkout", "--", "params.yaml")
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """A one-model project, reproduced and committed once; tests work on copies of it."""
-    project = make_project(tmp_path_factory.mktemp("small"), models=("cnn",))
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline run")
-    return project
-
-
-def copy_of(project, tmp_path):
-    """A copy with its git history and DVC cache: as if reproduced there."""
-    copy = tmp_path / "project"
-    shutil.copytree(project, copy, symlinks=True)
-    return copy
-
-
-def test_two_forced_runs_are_byte_identical(small, tmp_path):
-    project = copy_of(small, tmp_path)
-    first = lock_md5s(project)
-    dvc(project, "repro", "--force")
-    second = lock_md5s(project)
-    exact = {p for p in first if not p.startswith(TIMING)}
-    assert {"models/cnn.pt", "plots/history/cnn.tsv", "metrics/cnn.json", "data/prepared"} <= exact
-    assert {p: first[p] for p in exact} == {p: second[p] for p in exact}
-
-
-def test_fresh_clone_of_a_committed_experiment_reproduces_it(small, tmp_path):
-    project = copy_of(small, tmp_path)
-    dvc(project, "exp", "run", "-S", "lr=0.2", "-n", "lr-0.2")
-    dvc(project, "exp", "apply", "lr-0.2")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "adopt lr-0.2")
-    committed = lock_md5s(project)
-    assert committed["models/cnn.pt"] != lock_md5s(small)["models/cnn.pt"]  # a new model
-
-    clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(project), str(clone))
-    dvc(clone, "repro")
-    reproduced = lock_md5s(clone)
-    assert {p: h for p, h in reproduced.items() if not p.startswith(TIMING)} == {
-        p: h for p, h in committed.items() if not p.startswith(TIMING)
-    }
-
-
-def test_remote_push_then_pull_in_a_fresh_clone_reruns_nothing(small, tmp_path):
-    project = copy_of(small, tmp_path)
-    dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote-store"))
-    dvc(project, "push")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "remote")
-
-    clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(project), str(clone))
-    dvc(clone, "pull")
-    result = dvc(clone, "repro")
-    assert "Running stage" not in result.stdout
-    assert "Data and pipelines are up to date" in result.stdout
-    for rel in ("metrics/cnn.json", "models/cnn.pt", "data/prepared/train.pt"):
-        assert (clone / rel).read_bytes() == (project / rel).read_bytes()
-
-
-def test_queued_sweep_runs_two_experiments(small, tmp_path):
-    project = copy_of(small, tmp_path)
-    dvc(project, "exp", "run", "--queue", "-S", "lr=0.02,0.2")
-    try:
-        dvc(project, "queue", "start", "-j", "2")
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            status = dvc(project, "queue", "status").stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(2)
-        assert "Failed" not in status, status
-    finally:
-        dvc(project, "queue", "stop", "--kill", check=False)
-    exps = json.loads(dvc(project, "exp", "show", "--json").stdout)
-    runs = {}
-    for baseline in exps:
-        for group in baseline.get("experiments") or []:
-            for rev in group["revs"]:
-                data = rev.get("data") or {}
-                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("lr")
-                acc = data.get("metrics", {}).get("metrics/cnn.json", {}).get("data", {})
-                runs[lr] = acc.get("val_acc")
-    assert set(runs) == {0.02, 0.2}, runs
-    assert all(isinstance(acc, float) for acc in runs.values()), runs
-    shutil.rmtree(project / ".dvc" / "tmp", ignore_errors=True)
