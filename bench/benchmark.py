@@ -17,6 +17,7 @@ Run with `make bench` (needs data/prepared and data/raw from `make repro`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import re
@@ -36,12 +37,16 @@ from torch.utils.data import DataLoader
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import load_datasets
+from mnist_pipeline.evaluate import predict
 from mnist_pipeline.models import get_architecture
 from mnist_pipeline.params import load_params
 from mnist_pipeline.train import Batches, build_model, get_data, loss_batch, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cpu")
+
+sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers for a temporary copy of the repo
+from project import commit_all, copy_repo, env, set_params  # noqa: E402
 
 
 def median_time(fn, runs: int) -> float:
@@ -92,65 +97,47 @@ def bench_data_path(params, train_ds, runs: int) -> list[dict]:
 
 
 # --- 2/3. orchestration and evaluation ----------------------------------------------------
-def bench_project(params_file: Path) -> Path:
+def bench_project() -> Path:
     """A temporary copy of the repo with the real data, fetched from the local file."""
-    root = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
-    files = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        if not rel.startswith(("metrics/", "plots/", "dvc.lock")):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    raw = yaml.safe_load(params_file.read_text())
-    raw["fetch"]["sources"] = [
-        raw["fetch"]["sources"][-1] | {"url": str(REPO / "data/raw/mnist.pkl.gz")}
-    ]
-    raw["epochs"] = 1  # keep the benchmark short: one epoch per model
+    root = copy_repo(Path(tempfile.mkdtemp(prefix="mnist-bench-")))
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    local = raw["fetch"]["sources"][-1] | {"url": str(REPO / "data/raw/mnist.pkl.gz")}
     for settings in raw["models"].values():
         settings.pop("epochs", None)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        [
-            "git",
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "-qm",
-            "bench",
-        ],
-    ):
-        subprocess.run(cmd, cwd=root, check=True)
-    dvc(root, "repro", "prepare")
+    # Keep the benchmark short: one epoch per model.
+    set_params(root, fetch=raw["fetch"] | {"sources": [local]}, epochs=1, models=raw["models"])
+    commit_all(root, "bench")
+    timed(root, "dvc", "repro", "prepare")
     return root
 
 
-def dvc_env() -> dict:
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
-
-
-def dvc(cwd: Path, *args: str) -> float:
+def timed(cwd: Path, *cmd: str) -> float:
+    """Wall seconds of ``cmd`` run in ``cwd`` (`dvc` means this venv's dvc)."""
+    if cmd[0] == "dvc":
+        cmd = (sys.executable, "-m", *cmd)
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=dvc_env(),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    subprocess.run(cmd, cwd=cwd, env=env(), check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def train_stage(name: str, stem: str, params: str = "params.yaml") -> list[str]:
+    """The train stage's command line for model ``name``, writing ``stem``.pt/.tsv/.json."""
+    return [
+        sys.executable,
+        "stages/train.py",
+        "--params",
+        params,
+        "--model",
+        name,
+        "--prepared",
+        "data/prepared",
+        "--out",
+        f"{stem}.pt",
+        "--history",
+        f"{stem}.tsv",
+        "--timing",
+        f"{stem}.json",
+    ]
 
 
 def in_process(root: Path, names: list[str]) -> float:
@@ -164,27 +151,27 @@ def in_process(root: Path, names: list[str]) -> float:
 
 
 def bench_orchestration(runs: int) -> dict:
-    root = bench_project(REPO / "params.yaml")
+    root = bench_project()
     names = list(load_params(root / "params.yaml").models)
     train_stages = [f"train@{n}" for n in names]
     dvc_times, inproc_times = [], []
     for _ in range(runs):
         shutil.rmtree(root / "models", ignore_errors=True)
-        dvc_times.append(dvc(root, "repro", *train_stages))
+        dvc_times.append(timed(root, "dvc", "repro", *train_stages))
         inproc_times.append(in_process(root, names))
         print(
             f"orchestration: dvc {dvc_times[-1]:.1f}s, one process {inproc_times[-1]:.1f}s",
             flush=True,
         )
-    dvc(root, "repro")
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=root, env=dvc_env(), check=True)
-    noop = [dvc(root, "repro") for _ in range(runs)]
-    exp = [dvc(root, "exp", "run", "-S", f"lr={lr}") for lr in (0.11, 0.12, 0.13)[:runs]]
+    timed(root, "dvc", "repro")
+    commit_all(root, "baseline")
+    noop = [timed(root, "dvc", "repro") for _ in range(runs)]
+    exp = [timed(root, "dvc", "exp", "run", "-S", f"lr={lr}") for lr in (0.11, 0.12, 0.13)[:runs]]
     evaluate = {}
     for name in names:
         evaluate[name] = statistics.median(
-            dvc(root, "repro", "--force", "--single-item", f"evaluate@{name}") for _ in range(runs)
+            timed(root, "dvc", "repro", "--force", "--single-item", f"evaluate@{name}")
+            for _ in range(runs)
         )
         print(f"evaluate@{name}: {evaluate[name]:.1f}s", flush=True)
     memory = {name: peak_rss_mb(root, name) for name in ("cnn", "fast")}
@@ -197,6 +184,7 @@ def bench_orchestration(runs: int) -> dict:
         "stages": len(names),
         "dvc": d,
         "inproc": p,
+        "overhead": (d - p) / len(names),
         "noop": statistics.median(noop),
         "exp": statistics.median(exp),
         "evaluate": evaluate,
@@ -207,25 +195,8 @@ def bench_orchestration(runs: int) -> dict:
 
 def peak_rss_mb(root: Path, name: str) -> float:
     """Peak resident memory of the train stage (GNU time's 'Maximum resident set size')."""
-    cmd = [
-        "/usr/bin/time",
-        "-v",
-        sys.executable,
-        "stages/train.py",
-        "--model",
-        name,
-        "--prepared",
-        "data/prepared",
-        "--out",
-        f"models/{name}.pt",
-        "--history",
-        f"plots/history/{name}.tsv",
-        "--timing",
-        f"metrics/train/{name}.json",
-    ]
-    result = subprocess.run(
-        cmd, cwd=root, env=dvc_env(), capture_output=True, text=True, check=True
-    )
+    cmd = ["/usr/bin/time", "-v", *train_stage(name, f"rss-{name}")]
+    result = subprocess.run(cmd, cwd=root, env=env(), capture_output=True, text=True, check=True)
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     return kb / 1024
 
@@ -235,25 +206,7 @@ def ddp_epoch(root: Path, nproc: int) -> float:
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["distributed"] = {"nproc": nproc}
     (root / f"params-ddp{nproc}.yaml").write_text(yaml.safe_dump(raw))
-    cmd = [
-        sys.executable,
-        "stages/train.py",
-        "--params",
-        f"params-ddp{nproc}.yaml",
-        "--model",
-        "cnn",
-        "--prepared",
-        "data/prepared",
-        "--out",
-        f"ddp{nproc}.pt",
-        "--history",
-        f"ddp{nproc}.tsv",
-        "--timing",
-        f"ddp{nproc}.json",
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=root, env=dvc_env(), check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds = timed(root, *train_stage("cnn", f"ddp{nproc}", f"params-ddp{nproc}.yaml"))
     print(f"ddp nproc={nproc}: {seconds:.1f}s", flush=True)
     return seconds
 
@@ -291,19 +244,15 @@ def examples_epoch(train_ds, valid_ds) -> tuple[float, float]:
     for xb, yb in loader:
         loss_batch(model, F.cross_entropy, xb, yb, opt)
     seconds = time.perf_counter() - start
-    model.eval()
     xv, yv = valid_ds.tensors
-    with torch.no_grad():
-        pred = torch.cat(
-            [model(xv[i : i + 1000].view(-1, 1, 28, 28)).argmax(1) for i in range(0, len(xv), 1000)]
-        )
+    pred = predict(model, xv, 1000, image_input=True, device=DEVICE).argmax(1)
     return seconds, (pred == yv).float().mean().item()
 
 
 def bench_models(params, train_ds, valid_ds, runs: int) -> dict:
     fast = []
     for seed in range(3):
-        config = params.model("fast").__class__(**(params.model("fast").to_dict() | {"seed": seed}))
+        config = dataclasses.replace(params.model("fast"), seed=seed)
         _, history = train_model(config, train_ds, valid_ds, DEVICE)
         fast.append((sum(r["seconds"] for r in history), history[-1]["val_acc"]))
         print(f"fast seed {seed}: {fast[-1][0]:.1f}s val_acc {fast[-1][1]:.4f}", flush=True)
@@ -315,6 +264,8 @@ def bench_models(params, train_ds, valid_ds, runs: int) -> dict:
     print(f"examples: {examples}", flush=True)
     return {
         "fast": fast,
+        "fast_seconds": statistics.median(s for s, _ in fast),
+        "fast_acc": statistics.median(a for _, a in fast),
         "tutorial": tutorial,
         "examples": examples,
         "fast_config": params.model("fast"),
@@ -346,7 +297,6 @@ def render(data_rows, orch, models, runs: int) -> str:
         )
     if orch:
         n = orch["stages"]
-        overhead = (orch["dvc"] - orch["inproc"]) / n
         out += [
             "",
             "## Orchestration (all models, 1 epoch each)",
@@ -356,7 +306,7 @@ def render(data_rows, orch, models, runs: int) -> str:
             f"| `dvc repro` of the {n} train stages from a clean state | {orch['dvc']:.1f} |",
             f"| the same training in one Python process | {orch['inproc']:.1f} |",
             f"| ratio dvc / one process | {orch['dvc'] / orch['inproc']:.2f}× |",
-            f"| overhead per train stage | {overhead:.2f} |",
+            f"| overhead per train stage | {orch['overhead']:.2f} |",
             f"| no-op `dvc repro` | {orch['noop']:.2f} |",
             f"| `dvc exp run -S lr=…` (retrains and re-evaluates every model) | "
             f"{orch['exp']:.1f} |",
@@ -409,8 +359,7 @@ def render(data_rows, orch, models, runs: int) -> str:
         out.append(f"| pytorch/examples mnist Net (reference) | 1 | {ex_s:.1f} | {ex_a:.4f} |")
         out.append(
             f"| **fast**, median of seeds 0, 1, 2 | {cfg.epochs} | "
-            f"{statistics.median(s for s, _ in f):.1f} | "
-            f"{statistics.median(a for _, a in f):.4f} |"
+            f"{models['fast_seconds']:.1f} | {models['fast_acc']:.4f} |"
         )
         out += [
             "",
@@ -435,7 +384,7 @@ def targets(data_rows, orch, models) -> list[str]:
             )
         )
     if orch:
-        overhead = (orch["dvc"] - orch["inproc"]) / orch["stages"]
+        overhead = orch["overhead"]
         rows.append(
             (
                 "train-stage orchestration overhead ≤ 1.5 s per stage",
@@ -448,8 +397,7 @@ def targets(data_rows, orch, models) -> list[str]:
             ("no-op `dvc repro` ≤ 1.5 s", f"{orch['noop']:.2f} s", orch["noop"] <= 1.5, NOOP_GAP)
         )
     if models:
-        s = statistics.median(s for s, _ in models["fast"])
-        a = statistics.median(a for _, a in models["fast"])
+        s, a = models["fast_seconds"], models["fast_acc"]
         rows.append(
             (
                 "fast: ≥ 99.0% val acc in ≤ 15 s training (median of 3 seeds)",

@@ -59,13 +59,28 @@ def tracked_files() -> list[str]:
     return [f for f in out.splitlines() if not f.startswith(SKIP) and (REPO / f).is_file()]
 
 
-def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), **params):
-    """Copy the repo to ``root/project``, point fetch at a synthetic file, commit it."""
-    project = root / "project"
+def copy_repo(project: Path) -> Path:
+    """Copy this repository's source files (no outputs) to ``project``."""
     for rel in tracked_files():
         dest = project / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dest)
+    return project
+
+
+def commit_all(project: Path, message: str) -> None:
+    """Make ``project`` a git repository (if it is not yet) and commit everything in it."""
+    if not (project / ".git").exists():
+        git(project, "init", "-q")
+        git(project, "config", "user.name", "test")  # for dvc exp's own commits
+        git(project, "config", "user.email", "test@example.com")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", message)
+
+
+def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), **params):
+    """Copy the repo to ``root/project``, point fetch at a synthetic file, commit it."""
+    project = copy_repo(root / "project")
     data = root / "synthetic-mnist.pkl.gz"
     digest = write_pickle_gz(data, make_mnist(sizes))
     fetch = {"timeout": 5, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]}
@@ -77,11 +92,15 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
 
     args = ["--params", str(project / "params.yaml"), "--dvc-yaml", str(project / "dvc.yaml")]
     assert regenerate_dvc_yaml(args) == 0
-    git(project, "init", "-q")
-    git(project, "config", "user.name", "test")
-    git(project, "config", "user.email", "test@example.com")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "test project")
+    commit_all(project, "test project")
+    return project
+
+
+def reproduced_project(root: Path, models) -> Path:
+    """make_project, then `dvc repro` and a commit of the results: a baseline to build on."""
+    project = make_project(root, models=models)
+    dvc(project, "repro")
+    commit_all(project, "baseline run")
     return project
 
 

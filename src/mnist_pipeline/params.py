@@ -129,18 +129,22 @@ def _check_value(where: str, key: str, value: object) -> None:
             raise bad("one of " + ", ".join(SCHEDULERS))
 
 
+def _place(where: str) -> str:
+    """'params.yaml: fetch.' -> 'params.yaml: fetch': a key prefix as the place it names."""
+    return where.rstrip(".: ")
+
+
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
     unknown = sorted(set(mapping) - allowed)
     if unknown:
-        prefix = where.rstrip(". ").removesuffix(":")
         raise UserError(
-            f"{prefix}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
+            f"{_place(where)}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
         )
 
 
 def _mapping(where: str, value: object) -> dict:
     if not isinstance(value, dict):
-        raise UserError(f"{where.rstrip('.: ')}: expected a mapping, got {value!r}")
+        raise UserError(f"{_place(where)}: expected a mapping, got {value!r}")
     return value
 
 
