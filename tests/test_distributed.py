@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_mnist, write_pickle_gz
+from conftest import REPO, make_mnist, tiny_params, write_pickle_gz
 
 from mnist_pipeline.data import load_datasets, prepare
 from mnist_pipeline.history import write_history
@@ -34,17 +34,9 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.CompletedProcess:
-    params = {
-        "seed": 3,
-        "device": "cpu",
-        "epochs": 1,
-        "bs": 64,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "fetch": {"sources": [{"url": "", "checksums": ["sha256:" + "0" * 64]}]},
-        "distributed": {"nproc": nproc},
-        "models": {model: {"arch": model}},
-    } | extra
+    params = tiny_params(
+        seed=3, bs=64, distributed={"nproc": nproc}, models={model: {"arch": model}}, **extra
+    )
     out = folder / f"{model}-{nproc}{tag}"
     out.mkdir(exist_ok=True)
     (out / "params.yaml").write_text(yaml.safe_dump(params))

@@ -3,12 +3,11 @@
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from mnist_pipeline.evaluate import classification_metrics, confusion_matrix, predict
 from mnist_pipeline.models import cross_entropy
 from mnist_pipeline.summary import summary_table
-
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 class FirstPixelIsTheClass(torch.nn.Module):
