@@ -34,12 +34,16 @@ def kill_mid_epoch(project, sig) -> None:
         log.append(line)
         if line.startswith("cnn epoch 0:"):
             break
-    stage = [
+    # DVC runs the command through $SHELL or /bin/sh; a shell such as dash does not exec
+    # it, and a signal to that shell would wait for training to end. Signal the process
+    # that trains: the one whose command line names the script and has no such child.
+    named = [
         p
         for p in psutil.Process(repro.pid).children(recursive=True)
         if "stages/train.py" in " ".join(p.cmdline())
     ]
-    assert stage, "".join(log)
+    stage = [p for p in named if not any(c in named for c in p.children(recursive=True))]
+    assert len(stage) == 1, "".join(log)
     stage[0].send_signal(sig)
     rest, _ = repro.communicate(timeout=120)
     assert repro.returncode != 0, "".join(log) + rest
