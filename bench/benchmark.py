@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cpu")
 
 sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers for a temporary copy of the repo
-from project import commit_all, copy_repo, env, set_params  # noqa: E402
+from project import commit_all, copy_repo, env, set_params, train_args  # noqa: E402
 
 
 def median_time(fn, runs: int) -> float:
@@ -122,22 +122,8 @@ def timed(cwd: Path, *cmd: str) -> float:
 
 def train_stage(name: str, stem: str, params: str = "params.yaml") -> list[str]:
     """The train stage's command line for model ``name``, writing ``stem``.pt/.tsv/.json."""
-    return [
-        sys.executable,
-        "stages/train.py",
-        "--params",
-        params,
-        "--model",
-        name,
-        "--prepared",
-        "data/prepared",
-        "--out",
-        f"{stem}.pt",
-        "--history",
-        f"{stem}.tsv",
-        "--timing",
-        f"{stem}.json",
-    ]
+    args = train_args(params, name, "data/prepared", f"{stem}.pt", f"{stem}.tsv", f"{stem}.json")
+    return [sys.executable, "stages/train.py", *args]
 
 
 def in_process(root: Path, names: list[str]) -> float:
@@ -249,17 +235,22 @@ def examples_epoch(train_ds, valid_ds) -> tuple[float, float]:
     return seconds, (pred == yv).float().mean().item()
 
 
+def seconds_and_acc(config, train_ds, valid_ds) -> tuple[float, float]:
+    """Train ``config``; (training seconds, final validation accuracy)."""
+    _, history = train_model(config, train_ds, valid_ds, DEVICE)
+    return sum(r["seconds"] for r in history), history[-1]["val_acc"]
+
+
 def bench_models(params, train_ds, valid_ds, runs: int) -> dict:
     fast = []
     for seed in range(3):
         config = dataclasses.replace(params.model("fast"), seed=seed)
-        _, history = train_model(config, train_ds, valid_ds, DEVICE)
-        fast.append((sum(r["seconds"] for r in history), history[-1]["val_acc"]))
+        fast.append(seconds_and_acc(config, train_ds, valid_ds))
         print(f"fast seed {seed}: {fast[-1][0]:.1f}s val_acc {fast[-1][1]:.4f}", flush=True)
-    tutorial = {}
-    for name in ("logistic", "cnn"):
-        _, history = train_model(params.model(name), train_ds, valid_ds, DEVICE)
-        tutorial[name] = (sum(r["seconds"] for r in history), history[-1]["val_acc"])
+    tutorial = {
+        name: seconds_and_acc(params.model(name), train_ds, valid_ds)
+        for name in ("logistic", "cnn")
+    }
     examples = [examples_epoch(train_ds, valid_ds) for _ in range(runs)]
     print(f"examples: {examples}", flush=True)
     return {

@@ -48,6 +48,14 @@ def git(cwd: Path, *args: str, check: bool = True):
     return run(["git", *args], cwd, check=check)
 
 
+def train_args(params, model: str, prepared, out, history, timing) -> list[str]:
+    """The arguments of stages/train.py, as dvc.yaml's train stage passes them."""
+    return [
+        *("--params", str(params), "--model", model, "--prepared", str(prepared)),
+        *("--out", str(out), "--history", str(history), "--timing", str(timing)),
+    ]
+
+
 def tracked_files() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
@@ -84,10 +92,12 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
     data = root / "synthetic-mnist.pkl.gz"
     digest = write_pickle_gz(data, make_mnist(sizes))
     fetch = {"timeout": 5, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]}
-    set_params(project, **({"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32} | params))
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["models"] = {name: REPO_MODELS()[name] for name in models}
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    repo_models = REPO_MODELS()
+    chosen = {name: repo_models[name] for name in models}
+    set_params(
+        project,
+        **({"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32, "models": chosen} | params),
+    )
     from mnist_pipeline.dvcyaml import main as regenerate_dvc_yaml
 
     args = ["--params", str(project / "params.yaml"), "--dvc-yaml", str(project / "dvc.yaml")]

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, make_mnist, tiny_params, write_pickle_gz
+from project import train_args
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -51,19 +52,14 @@ def argv(stage: str, w: Path) -> list[str]:
         "check_params": p,
         "fetch": [*p, "--out", str(w / "raw" / "mnist.pkl.gz")],
         "prepare": ["--raw", str(w / "raw" / "mnist.pkl.gz"), "--out", str(w / "prepared")],
-        "train": [
-            *p,
-            "--model",
+        "train": train_args(
+            w / "params.yaml",
             MODEL,
-            "--prepared",
-            str(w / "prepared"),
-            "--out",
-            str(w / "models" / f"{MODEL}.pt"),
-            "--history",
-            str(w / "history.tsv"),
-            "--timing",
-            str(w / "timing.json"),
-        ],
+            w / "prepared",
+            w / "models" / f"{MODEL}.pt",
+            w / "history.tsv",
+            w / "timing.json",
+        ),
         "evaluate": [
             *p,
             "--model",

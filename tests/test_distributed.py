@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, make_mnist, tiny_params, write_pickle_gz
+from project import train_args
 
 from mnist_pipeline.data import load_datasets, prepare
 from mnist_pipeline.history import write_history
@@ -44,18 +45,14 @@ def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.C
         [
             sys.executable,
             str(REPO / "stages" / "train.py"),
-            "--params",
-            str(out / "params.yaml"),
-            "--model",
-            model,
-            "--prepared",
-            str(folder / "prepared"),
-            "--out",
-            str(out / "m.pt"),
-            "--history",
-            str(out / "h.tsv"),
-            "--timing",
-            str(out / "t.json"),
+            *train_args(
+                out / "params.yaml",
+                model,
+                folder / "prepared",
+                out / "m.pt",
+                out / "h.tsv",
+                out / "t.json",
+            ),
         ],
         capture_output=True,
         text=True,
