@@ -1,85 +1,130 @@
-"""evaluate: score one trained model on the validation and test splits.
+"""evaluate: score every trained model on the validation and test splits, and the summary.
 
-Outputs (each written atomically):
-  metrics/<name>.json              val and test loss and accuracy, parameters, epochs, device
-  metrics/details/<name>.json      per-class validation accuracy and the confusion matrix
-  plots/predictions/<name>.csv     actual,predicted per validation sample (dvc confusion plot)
-  plots/confusion/<name>.png       the confusion matrix
-  plots/misclassified/<name>.png   misclassified validation digits, true and predicted labels
+One process for all models: it pays `import torch` and matplotlib once, where a stage per
+model paid them per model (see BENCHMARKS.md for both designs measured).
+
+Outputs (each written atomically), per model <name> of params.yaml:
+  <metrics-dir>/<name>.json         val and test loss and accuracy, parameters, epochs, device
+  <details-dir>/<name>.json         per-class validation accuracy and the confusion matrix
+  <predictions-dir>/<name>.csv      actual,predicted per validation sample (dvc confusion plot)
+  <confusion-dir>/<name>.png        the confusion matrix
+  <misclassified-dir>/<name>.png    misclassified validation digits, true and predicted labels
+and across models:
+  --summary      one row per model: val loss/accuracy, test accuracy, params, s/epoch, device
+  --curves-png   train/val loss and val accuracy per epoch, every model
+  --digits-png   a grid of validation digits with their labels (the tutorial's first picture)
 """
 
 import argparse
+import json
+from pathlib import Path
 
-from mnist_pipeline.errors import stage_main
+from mnist_pipeline.errors import UserError, stage_main
 
 MISCLASSIFIED_SHOWN = 32
+DIGITS_SHOWN = 32
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
 
 
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
-    )
-    parser.add_argument("--model", required=True, help="a model name under models: in params")
-    parser.add_argument("--checkpoint", required=True, help="models/<name>.pt")
+    parser.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     parser.add_argument("--prepared", required=True, help="folder of the prepared tensors")
-    parser.add_argument("--metrics", required=True, help="metrics JSON")
-    parser.add_argument("--details", required=True, help="per-class accuracy + confusion JSON")
-    parser.add_argument("--predictions", required=True, help="actual,predicted CSV")
-    parser.add_argument("--confusion-png", required=True)
-    parser.add_argument("--misclassified-png", required=True)
+    parser.add_argument("--models-dir", required=True, help="folder of <name>.pt checkpoints")
+    parser.add_argument("--history-dir", required=True, help="folder of <name>.tsv histories")
+    parser.add_argument("--timing-dir", required=True, help="folder of <name>.json timings")
+    for out in ("metrics", "details", "predictions", "confusion", "misclassified"):
+        parser.add_argument(f"--{out}-dir", required=True)
+    parser.add_argument("--summary", required=True, help="markdown table to write")
+    parser.add_argument("--curves-png", required=True)
+    parser.add_argument("--digits-png", required=True)
     args = parser.parse_args()
 
     from mnist_pipeline import atomic, plots
     from mnist_pipeline.data import load_split
+    from mnist_pipeline.device import select_device
+    from mnist_pipeline.history import read_history
+    from mnist_pipeline.params import load_params
+    from mnist_pipeline.summary import summary_table
+
+    configs = load_params(args.params).models
+    splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
+    rows = {}
+    for name, config in configs.items():
+        metrics = evaluate_model(args, name, config, splits, select_device(config.device))
+        rows[name] = metrics | read_json(Path(args.timing_dir, f"{name}.json"))
+        print(
+            f"evaluate: {name} val_acc {metrics['val_acc']:.4f} test_acc {metrics['test_acc']:.4f}"
+        )
+
+    atomic.write_text(args.summary, summary_table(rows))
+    histories = {n: read_history(Path(args.history_dir, f"{n}.tsv")) for n in configs}
+    plots.curves_png(histories, args.curves_png)
+    x, y = splits["valid"]
+    shown = range(min(DIGITS_SHOWN, len(y)))
+    plots.digit_grid(
+        [x[i].numpy() for i in shown],
+        [f"label {int(y[i])}" for i in shown],
+        args.digits_png,
+        f"The first {len(shown)} validation digits with their labels",
+    )
+    print(f"evaluate: {args.summary}, {args.curves_png}, {args.digits_png}")
+
+
+def evaluate_model(args, name, config, splits, device) -> dict:
+    """Write one model's metrics, details, predictions and pictures; return its metrics."""
+    from mnist_pipeline import atomic, plots
+    from mnist_pipeline.checkpoints import load_checkpoint
     from mnist_pipeline.evaluate import classification_metrics, predict
     from mnist_pipeline.models import get_architecture
-    from mnist_pipeline.params import load_params
-    from mnist_pipeline.train import load_checkpoint, select_device
 
-    config = load_params(args.params).model(args.model)
-    device = select_device(config.device)
-    model, ckpt = load_checkpoint(args.checkpoint, config, device)
+    model, ckpt = load_checkpoint(Path(args.models_dir, f"{name}.pt"), config, device)
     arch = get_architecture(config.arch)
     results = {}
-    for split in ("valid", "test"):
-        x, y = load_split(args.prepared, split)
+    for split, (x, y) in splits.items():
         outputs = predict(model, x, 2 * config.bs, arch.image_input, device)
-        results[split] = classification_metrics(outputs, y, arch.loss_func) | {"x": x, "y": y}
+        results[split] = classification_metrics(outputs, y, arch.loss_func)
     valid, test = results["valid"], results["test"]
-
+    metrics = {
+        "val_loss": round(valid["loss"], 6),
+        "val_acc": round(valid["acc"], 6),
+        "test_loss": round(test["loss"], 6),
+        "test_acc": round(test["acc"], 6),
+        "parameters": ckpt["parameters"],
+        "epochs": ckpt["config"]["epochs"],
+        "device": ckpt["device"],
+    }
+    atomic.write_json(Path(args.metrics_dir, f"{name}.json"), metrics)
     atomic.write_json(
-        args.metrics,
-        {
-            "val_loss": round(valid["loss"], 6),
-            "val_acc": round(valid["acc"], 6),
-            "test_loss": round(test["loss"], 6),
-            "test_acc": round(test["acc"], 6),
-            "parameters": ckpt["parameters"],
-            "epochs": ckpt["config"]["epochs"],
-            "device": ckpt["device"],
-        },
-    )
-    atomic.write_json(
-        args.details,
+        Path(args.details_dir, f"{name}.json"),
         {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
     )
-    actual, predicted = valid["y"].tolist(), valid["predicted"].tolist()
+    x, y = splits["valid"]
+    actual, predicted = y.tolist(), valid["predicted"].tolist()
     rows = "".join(f"{a},{p}\n" for a, p in zip(actual, predicted, strict=True))
-    atomic.write_text(args.predictions, "actual,predicted\n" + rows)
-    title = f"{args.model}: validation confusion matrix (accuracy {valid['acc']:.4f})"
-    plots.confusion_png(valid["confusion"], args.confusion_png, title)
+    atomic.write_text(Path(args.predictions_dir, f"{name}.csv"), "actual,predicted\n" + rows)
+    title = f"{name}: validation confusion matrix (accuracy {valid['acc']:.4f})"
+    plots.confusion_png(valid["confusion"], Path(args.confusion_dir, f"{name}.png"), title)
     wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
     shown = wrong[:MISCLASSIFIED_SHOWN]
     plots.digit_grid(
-        [valid["x"][i].numpy() for i in shown],
-        [f"true {actual[i]} / pred {predicted[i]}" for i in shown],
-        args.misclassified_png,
-        f"{args.model}: first {len(shown)} of {len(wrong)} misclassified validation digits",
+        [x[i].numpy() for i in shown],
+        [f"{actual[i]} as {predicted[i]}" for i in shown],
+        Path(args.misclassified_dir, f"{name}.png"),
+        f"{name}: first {len(shown)} of {len(wrong)} misclassified validation digits "
+        "(true as predicted)",
         colors=["firebrick"] * len(shown),
     )
-    print(f"evaluate: {args.model} val_acc {valid['acc']:.4f} test_acc {test['acc']:.4f}")
+    return metrics
 
 
 if __name__ == "__main__":

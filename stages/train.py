@@ -4,6 +4,12 @@ Outputs (each written atomically):
   models/<name>.pt               state_dict + resolved config + device, weights_only-loadable
   plots/history/<name>.tsv       per epoch: train_loss, val_loss, val_acc (deterministic)
   metrics/train/<name>.json      wall-clock seconds per epoch and the device (not deterministic)
+
+After every epoch the state needed to continue is saved to --state (kept by neither git nor
+DVC); a rerun after an interruption resumes from it, and success removes it.
+
+With distributed.nnodes > 1, every other node runs the same training as a worker that writes
+nothing:  python stages/train.py --worker --model <name>
 """
 
 import argparse
@@ -19,46 +25,79 @@ def main() -> None:
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     parser.add_argument("--model", required=True, help="a model name under models: in params")
-    parser.add_argument("--prepared", required=True, help="folder of the prepared tensors")
-    parser.add_argument("--out", required=True, help="checkpoint path, models/<name>.pt")
-    parser.add_argument("--history", required=True, help="per-epoch history TSV")
-    parser.add_argument("--timing", required=True, help="timing JSON")
+    parser.add_argument(
+        "--prepared", default="data/prepared", help="prepared tensors (default: %(default)s)"
+    )
+    parser.add_argument("--out", help="checkpoint path, models/<name>.pt")
+    parser.add_argument("--history", help="per-epoch history TSV")
+    parser.add_argument("--timing", help="timing JSON")
+    parser.add_argument("--state", help="resume state file, e.g. .resume/<name>.pt")
+    parser.add_argument(
+        "--worker", action="store_true", help="join a multi-node run as a worker; write nothing"
+    )
     args = parser.parse_args()
+    if not args.worker and not (args.out and args.history and args.timing):
+        parser.error("--out, --history and --timing are required (except with --worker)")
 
     from mnist_pipeline import distributed
     from mnist_pipeline.params import load_params
 
-    config = load_params(args.params).model(args.model)
-    if config.nproc > 1 and not distributed.under_torchrun():
-        distributed.launch(config.nproc, __file__, sys.argv[1:])
-        return
+    params = load_params(args.params)
+    config = params.model(args.model)
+    dist_config = params.distributed
+    if args.worker and dist_config.nnodes == 1:
+        raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     if distributed.under_torchrun():
         try:
-            run(args, config, *distributed.setup(config.device))
+            run(args, params, config, *distributed.setup(config.device))
         except (UserError, OSError) as err:
             distributed.record_rank_error(str(err))
             raise
         finally:
             distributed.teardown()
+    elif dist_config.nproc > 1 or dist_config.nnodes > 1:
+        run_id = f"mnist-pipeline-{args.model}"
+        distributed.launch(dist_config, run_id, __file__, sys.argv[1:], writer=not args.worker)
     else:
-        from mnist_pipeline.train import select_device
+        from mnist_pipeline.device import select_device
 
-        run(args, config, 0, 1, select_device(config.device))
+        run(args, params, config, 0, 1, select_device(config.device))
 
 
-def run(args, config, rank, world, device) -> None:
+def run(args, params, config, rank, world, device) -> None:
+    from pathlib import Path
+
     from mnist_pipeline import atomic, distributed
     from mnist_pipeline.data import load_datasets
     from mnist_pipeline.history import write_history
-    from mnist_pipeline.train import checkpoint, train_model
+    from mnist_pipeline.resume import ResumeState, code_files, state_key
+    from mnist_pipeline.train import train_model
 
+    writer = distributed.is_writer() and not args.worker
     train_ds, valid_ds = load_datasets(args.prepared, splits=("train", "valid"))
+    resume = None
+    # Across several machines only the writer's node has the state file: such runs restart.
+    if params.resume and args.state and params.distributed.nnodes == 1:
+        data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
+        key = state_key(config.to_dict(), data, code_files(__file__))
+        resume = ResumeState(args.state, key, verbose=writer)
     wrap = distributed.wrapper(device) if world > 1 else None
     model, history = train_model(
-        config, train_ds, valid_ds, device, rank=rank, world=world, wrap=wrap
+        config,
+        train_ds,
+        valid_ds,
+        device,
+        rank=rank,
+        world=world,
+        wrap=wrap,
+        lead=writer,
+        state=resume.load(config.epochs) if resume else None,
+        on_epoch=resume.save if resume else None,
     )
-    if rank != 0:
+    if not writer:
         return
+    from mnist_pipeline.checkpoints import checkpoint
+
     seconds = [row["seconds"] for row in history]
     atomic.torch_save(checkpoint(model, config, device), args.out)
     write_history(args.history, history)
@@ -71,6 +110,8 @@ def run(args, config, rank, world, device) -> None:
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         },
     )
+    if resume:
+        resume.clear()
     print(f"train: {args.out} on {device} in {sum(seconds):.1f}s")
 
 

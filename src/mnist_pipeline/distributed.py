@@ -1,9 +1,12 @@
 """Data-parallel training with DistributedDataParallel, launched by torchrun.
 
-A train stage with ``distributed.nproc > 1`` re-launches itself as
-``torchrun --standalone --nproc_per_node=N``. Every rank shuffles with the same seed and
-takes a disjoint shard of each global batch (see ``train.Batches``), DDP averages the
-gradients, metrics are all-reduced, and only rank 0 writes outputs.
+A train stage with ``distributed.nproc > 1`` or ``nnodes > 1`` re-launches itself under
+torchrun: ``--standalone`` on one machine, a c10d rendezvous at ``rdzv_endpoint`` across
+several. Every rank shuffles with the same seed and takes a disjoint shard of each global batch
+(see ``loader.Batches``), DDP averages the gradients and metrics are all-reduced, so every rank
+holds the same weights and history. Only the writer writes: local rank 0 of the node that runs
+``dvc repro`` (a c10d rendezvous does not promise which node gets global rank 0). The other
+nodes run the same script with ``--worker`` and write nothing.
 """
 
 from __future__ import annotations
@@ -15,20 +18,51 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .params import DistributedConfig
 
 ERROR_DIR_ENV = "MNIST_PIPELINE_RANK_ERRORS"
+WRITER_ENV = "MNIST_PIPELINE_WRITER_NODE"
 
 
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch(nproc: int, script: str, argv: list[str]) -> None:
+def is_writer() -> bool:
+    """True in the one process that writes outputs (always True outside torchrun)."""
+    if not under_torchrun():
+        return True
+    return os.environ.get(WRITER_ENV) == "1" and os.environ["LOCAL_RANK"] == "0"
+
+
+def torchrun_args(config: DistributedConfig, run_id: str) -> list[str]:
+    """torchrun's options for one node of ``config``."""
+    if config.nnodes == 1:
+        return ["--standalone", f"--nproc_per_node={config.nproc}"]
+    return [
+        f"--nnodes={config.nnodes}",
+        f"--nproc_per_node={config.nproc}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={config.rdzv_endpoint}",
+        f"--rdzv_id={run_id}",
+        f"--rdzv_conf=join_timeout={config.timeout:g}",
+        "--max_restarts=0",
+    ]
+
+
+def launch(
+    config: DistributedConfig, run_id: str, script: str, argv: list[str], *, writer: bool = True
+) -> None:
     """Run ``script argv`` under torchrun; on failure raise the failing rank's own error."""
     with tempfile.TemporaryDirectory(prefix="mnist-ddp-") as errors:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        cmd += [f"--nproc_per_node={nproc}", script, *argv]
-        env = {**os.environ, ERROR_DIR_ENV: errors, "OMP_NUM_THREADS": str(_threads(nproc))}
+        cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(config, run_id)]
+        cmd += [script, *argv]
+        env = {
+            **os.environ,
+            ERROR_DIR_ENV: errors,
+            WRITER_ENV: "1" if writer else "0",
+            "OMP_NUM_THREADS": str(_threads(config.nproc)),
+        }
         result = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if result.returncode == 0:
             return
@@ -36,6 +70,12 @@ def launch(nproc: int, script: str, argv: list[str]) -> None:
         if reports:
             rank = reports[0].stem.removeprefix("rank")
             raise UserError(f"rank {rank} failed: {reports[0].read_text().strip()}")
+        if "RendezvousTimeoutError" in result.stderr:
+            raise UserError(
+                f"distributed: not all {config.nnodes} nodes joined the rendezvous at "
+                f"{config.rdzv_endpoint} within {config.timeout:g}s (distributed.timeout); "
+                "start the other nodes with: python stages/train.py --worker --model ..."
+            )
         sys.stderr.write(result.stderr)
         raise UserError(f"torchrun exited with status {result.returncode}; see the log above")
 
@@ -56,7 +96,7 @@ def setup(device_spec: str):
     import torch
     import torch.distributed as dist
 
-    from .train import select_device
+    from .device import select_device
 
     device = select_device(device_spec)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

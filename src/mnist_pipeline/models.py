@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn, optim
+from torch import nn
 
+from . import optim
 from .errors import UserError
 from .params import ARCHITECTURE_NAMES
 
@@ -73,7 +74,6 @@ class ScratchSGD:
     def __init__(self, params: list[torch.Tensor], lr: float, momentum: float = 0.0) -> None:
         self.params, self.lr, self.momentum = params, lr, momentum
         self.velocity = [torch.zeros_like(p) for p in params]
-        self.param_groups = [{"lr": lr}]  # read by fit's history, like torch.optim
 
     def step(self) -> None:
         if dist.is_available() and dist.is_initialized():  # under torchrun: average like DDP
@@ -88,6 +88,14 @@ class ScratchSGD:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def state_dict(self) -> dict:  # for resuming an interrupted run
+        return {"lr": self.lr, "momentum": self.momentum, "velocity": self.velocity}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr, self.momentum = state["lr"], state["momentum"]
+        for v, saved in zip(self.velocity, state["velocity"], strict=True):
+            v.copy_(saved)
 
 
 # --- Steps 2-5: torch.nn models ---
@@ -193,7 +201,8 @@ def cross_entropy(out: torch.Tensor, yb: torch.Tensor, reduction: str = "mean") 
     return F.cross_entropy(out, yb, reduction=reduction)
 
 
-def torch_optimizer(model, config) -> optim.Optimizer:
+def torch_optimizer(model, config):
+    """torch.optim.SGD or AdamW, through their functional forms (see optim.py)."""
     if config.optimizer == "adamw":
         return optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return optim.SGD(

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
-# Keys a model may override, with their (type, check, hint). The top level holds the shared
-# defaults of the first six; the rest are model-only and default as in TRAIN_DEFAULTS.
-SHARED_KEYS = ("seed", "device", "epochs", "bs", "lr", "momentum")
-TRAIN_DEFAULTS = {"optimizer": "sgd", "scheduler": "none", "weight_decay": 0.0}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
 # The model registry's names (models.ARCHITECTURES checks it matches), kept here so that
@@ -30,7 +27,6 @@ ARCHITECTURE_NAMES = (
     "fast",
 )
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-TOP_KEYS = {*SHARED_KEYS, "fetch", "models", "distributed"}
 FETCH_KEYS = {"timeout", "sources"}
 SOURCE_KEYS = {"url", "pip", "member", "checksums"}
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
@@ -77,10 +73,22 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How train stages run: ``nproc`` processes on each of ``nnodes`` machines."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str = ""  # host:port of the rendezvous, for nnodes > 1
+    timeout: float = 300  # seconds to wait for every node to join
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     path: str
     fetch: FetchConfig
     models: dict[str, TrainConfig]
+    distributed: DistributedConfig = DistributedConfig()
+    resume: bool = True
 
     def model(self, name: str) -> TrainConfig:
         if name not in self.models:
@@ -97,36 +105,78 @@ def _is_number(v: object) -> bool:
     return (isinstance(v, int | float)) and not isinstance(v, bool)
 
 
-def _check_value(where: str, key: str, value: object) -> None:
-    """Raise a UserError naming ``where.key`` if ``value`` is not valid for ``key``."""
+REQUIRED = object()  # a key with no default must be in params.yaml
 
-    def bad(expected: str) -> UserError:
-        return UserError(f"{where}{key}: expected {expected}, got {value!r}")
 
-    if key == "seed":
-        if not _is_int(value) or value < 0:
-            raise bad("a non-negative integer")
-    elif key in ("epochs", "bs"):
-        if not _is_int(value) or value <= 0:
-            raise bad("a positive integer")
-    elif key == "lr":
-        if not _is_number(value) or not value > 0 or value == float("inf"):
-            raise bad("a positive number")
-    elif key == "momentum":
-        if not _is_number(value) or not 0 <= value < 1:
-            raise bad("a number in [0, 1)")
-    elif key == "weight_decay":
-        if not _is_number(value) or not value >= 0:
-            raise bad("a non-negative number")
-    elif key == "device":
-        if not isinstance(value, str) or not DEVICE_RE.match(value):
-            raise bad("one of auto, cpu, cuda, cuda:N, mps")
-    elif key == "optimizer":
-        if value not in OPTIMIZERS:
-            raise bad("one of " + ", ".join(OPTIMIZERS))
-    elif key == "scheduler":
-        if value not in SCHEDULERS:
-            raise bad("one of " + ", ".join(SCHEDULERS))
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One key of params.yaml: what a valid value is, the hint when it is not, its default."""
+
+    check: Callable[[Any], bool]
+    expected: str
+    default: Any = REQUIRED
+    cast: Callable[[Any], Any] = lambda v: v  # e.g. float, so that lr: 1 and lr: 1.0 agree
+
+
+def _one_of(*names: str) -> Key:
+    return Key(lambda v: v in names, "one of " + ", ".join(names), names[0])
+
+
+def _endpoint(v: object) -> bool:
+    host, _, port = str(v).rpartition(":")
+    return isinstance(v, str) and (v == "" or bool(host) and port.isdigit())
+
+
+# Adding a key is one line here, one field in TrainConfig/DistributedConfig, one in params.yaml.
+# Shared keys sit at the top level; each model may override them.
+SHARED = {
+    "seed": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "device": Key(
+        lambda v: isinstance(v, str) and bool(DEVICE_RE.match(v)),
+        "one of auto, cpu, cuda, cuda:N, mps",
+    ),
+    "epochs": Key(lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "bs": Key(lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "lr": Key(lambda v: _is_number(v) and 0 < v < float("inf"), "a positive number", cast=float),
+    "momentum": Key(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", cast=float),
+}
+# Keys only a model sets (under models.<name>), with their defaults.
+MODEL_ONLY = {
+    "optimizer": _one_of(*OPTIMIZERS),
+    "scheduler": _one_of(*SCHEDULERS),
+    "weight_decay": Key(
+        lambda v: _is_number(v) and v >= 0, "a non-negative number", 0.0, cast=float
+    ),
+}
+DISTRIBUTED = {
+    "nproc": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
+    "nnodes": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
+    "rdzv_endpoint": Key(_endpoint, "'host:port' (empty for one node)", ""),
+    "timeout": Key(lambda v: _is_number(v) and v > 0, "a positive number of seconds", 300),
+}
+OTHER_TOP = {"resume": Key(lambda v: isinstance(v, bool), "true or false", True)}
+
+
+def _check(where: str, key: str, value: object, table: dict[str, Key]) -> object:
+    """Return ``value`` if valid for ``table[key]``, else raise a UserError naming where.key."""
+    spec = table[key]
+    if not spec.check(value):
+        raise UserError(f"{where}{key}: expected {spec.expected}, got {value!r}")
+    return spec.cast(value)
+
+
+def _section(where: str, raw: dict, table: dict[str, Key]) -> dict:
+    """Every key of ``table``, checked, with defaults filled in; unknown keys are refused."""
+    _check_keys(where, raw, set(table))
+    values = {}
+    for key, spec in table.items():
+        if key in raw:
+            values[key] = _check(where, key, raw[key], table)
+        elif spec.default is REQUIRED:
+            raise UserError(f"{where}missing key {key!r}")
+        else:
+            values[key] = spec.default
+    return values
 
 
 def _place(where: str) -> str:
@@ -177,11 +227,9 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     """Validate the parsed YAML of params.yaml and resolve every model's settings."""
     where = f"{path}: "
     raw = _mapping(path, raw)
-    _check_keys(where, raw, TOP_KEYS)
-    for key in SHARED_KEYS:
-        if key not in raw:
-            raise UserError(f"{where}missing key {key!r}")
-        _check_value(where, key, raw[key])
+    _check_keys(where, raw, {*SHARED, *OTHER_TOP, "fetch", "models", "distributed"})
+    shared = _section(where, {k: v for k, v in raw.items() if k in SHARED}, SHARED)
+    top = _section(where, {k: v for k, v in raw.items() if k in OTHER_TOP}, OTHER_TOP)
 
     fetch = _mapping(f"{where}fetch", raw.get("fetch", {}))
     _check_keys(f"{where}fetch.", fetch, FETCH_KEYS)
@@ -190,11 +238,11 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         raise UserError(f"{where}fetch.timeout: expected a positive number, got {timeout!r}")
     fetch_config = FetchConfig(float(timeout), _parse_sources(where, fetch.get("sources")))
 
-    distributed = _mapping(f"{where}distributed", raw.get("distributed", {"nproc": 1}))
-    _check_keys(f"{where}distributed.", distributed, {"nproc"})
-    nproc = distributed.get("nproc", 1)
-    if not _is_int(nproc) or nproc < 1:
-        raise UserError(f"{where}distributed.nproc: expected a positive integer, got {nproc!r}")
+    raw_dist = _mapping(f"{where}distributed", raw.get("distributed") or {})
+    distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))
+    if distributed.nnodes > 1 and not distributed.rdzv_endpoint:
+        raise UserError(f"{where}distributed.rdzv_endpoint: needed when nnodes > 1 (host:port)")
+    nproc = distributed.nproc
 
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
@@ -202,25 +250,29 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     resolved = {}
     for name, settings in models.items():
         at = f"{where}models.{name}."
-        settings = _mapping(at, settings if settings is not None else {})
-        _check_keys(at, settings, {"arch", *SHARED_KEYS, *TRAIN_DEFAULTS})
-        arch = settings.get("arch", name)
+        settings = dict(_mapping(at, settings if settings is not None else {}))
+        arch = settings.pop("arch", name)
         if arch not in ARCHITECTURE_NAMES:
             raise UserError(
                 f"{at}arch: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURE_NAMES)}"
             )
-        values = {k: raw[k] for k in SHARED_KEYS} | TRAIN_DEFAULTS
-        for key, value in settings.items():
-            if key != "arch":
-                _check_value(at, key, value)
-                values[key] = value
+        _check_keys(at, settings | {"arch": arch}, {"arch", *SHARED, *MODEL_ONLY})
+        values = shared | _section(at, settings, {**SHARED, **MODEL_ONLY} | _defaults(shared))
         if values["bs"] < nproc:
             raise UserError(f"{at}bs: {values['bs']} is smaller than distributed.nproc {nproc}")
-        values["lr"] = float(values["lr"])
-        values["momentum"] = float(values["momentum"])
-        values["weight_decay"] = float(values["weight_decay"])
         resolved[str(name)] = TrainConfig(name=str(name), arch=arch, nproc=nproc, **values)
-    return Params(path=path, fetch=fetch_config, models=resolved)
+    return Params(
+        path=path,
+        fetch=fetch_config,
+        models=resolved,
+        distributed=distributed,
+        resume=top["resume"],
+    )
+
+
+def _defaults(shared: dict) -> dict[str, Key]:
+    """SHARED with the top level's values as defaults: what a model does not set, it inherits."""
+    return {k: dataclasses.replace(SHARED[k], default=v) for k, v in shared.items()}
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

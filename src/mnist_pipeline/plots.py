@@ -22,20 +22,31 @@ def _save(fig, path: str | os.PathLike) -> None:
 
 
 def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) -> None:
-    """A grid of 28x28 digits, each titled (e.g. 'label 7' or 'true 7 / pred 2')."""
+    """A grid of 28x28 digits, each titled (e.g. 'label 7' or 'true 7 / pred 2').
+
+    The digits are tiled into one image drawn on one axes: 32 separate axes cost about ten
+    times as long to draw.
+    """
+    import numpy as np
+
     n = len(images)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5 + 0.6), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < n:
-            ax.imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(titles[i], fontsize=9, color=colors[i] if colors else "black")
-        else:
-            ax.axis("off")
+    cell = 36  # 28 pixels of digit and a white margin
+    canvas = np.zeros((rows * cell, cols * cell), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[r * cell + 6 : r * cell + 34, c * cell + 4 : c * cell + 32] = np.reshape(
+            image, (28, 28)
+        )
+    fig, ax = plt.subplots(figsize=(cols * 1.3, rows * 1.5 + 0.6))
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    for i, title in enumerate(titles):
+        r, c = divmod(i, cols)
+        color = colors[i] if colors else "black"
+        ax.text(c * cell + 18, r * cell + 4, title, ha="center", fontsize=8, color=color)
     if n == 0:
-        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+        ax.text(cols * cell / 2, cell / 2, "none", ha="center", va="center")
     fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
     _save(fig, path)

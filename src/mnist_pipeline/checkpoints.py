@@ -1,0 +1,48 @@
+"""models/<name>.pt: what a checkpoint holds, and loading it back with ``weights_only=True``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .models import count_parameters, get_architecture
+from .params import TrainConfig
+
+
+def checkpoint(model, config: TrainConfig, device) -> dict:
+    """What models/<name>.pt holds: CPU tensors and plain values, loadable with weights_only."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
+        "state_dict": state,
+        "config": config.to_dict(),
+        "device": str(device),
+        "parameters": count_parameters(model),
+    }
+
+
+def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
+    """Load models/<name>.pt with weights_only=True and rebuild its model; errors are one line."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found; run its train stage first") from None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
+        raise UserError(f"{path}: not a checkpoint of this pipeline (no state_dict/config)")
+    arch_name = ckpt["config"].get("arch")
+    if config is not None and arch_name != config.arch:
+        raise UserError(
+            f"{path}: checkpoint architecture {arch_name!r} does not match params "
+            f"arch {config.arch!r}; retrain with dvc repro"
+        )
+    model = get_architecture(arch_name).build()
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit architecture {arch_name!r} ({err})") from None
+    return model.to(device), ckpt

@@ -1,0 +1,91 @@
+"""Resume an interrupted training run from the last completed epoch.
+
+After each epoch a train stage saves a ``train.snapshot`` (weights, optimizer buffers, schedule
+position, shuffle generator, history) to a state file that DVC neither caches nor deletes
+(``.resume/<model>.pt``, git- and dvc-ignored). The file is keyed by everything that decides
+the result: the resolved model config, the prepared data and the training code. The next run
+continues from it only if the key matches; the stage removes it once its outputs are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .atomic import torch_save
+
+FORMAT = 1
+
+
+def _file_digest(path: Path, h) -> None:
+    h.update(path.name.encode() + b"\0")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def code_files(script: str | os.PathLike) -> list[Path]:
+    """The training code: the stage script and every module of this package it has loaded."""
+    package = Path(__file__).parent
+    loaded = {
+        Path(m.__file__).resolve()
+        for name, m in list(sys.modules.items())
+        if name.startswith(__package__ + ".") and getattr(m, "__file__", None)
+    }
+    return [Path(script).resolve(), *sorted(p for p in loaded if p.parent == package)]
+
+
+def state_key(config: dict, data_files: list[Path], code: list[Path]) -> str:
+    """sha256 over the resolved config, the data files' bytes and the code files' bytes."""
+    h = hashlib.sha256(json.dumps([FORMAT, config], sort_keys=True).encode())
+    for path in [*data_files, *code]:
+        _file_digest(Path(path), h)
+    return h.hexdigest()
+
+
+def _say(message: str) -> None:
+    print(f"train: {message}", flush=True)
+
+
+class ResumeState:
+    """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
+
+    def __init__(self, path: str | os.PathLike, key: str, *, verbose: bool = True) -> None:
+        self.path, self.key, self.verbose = Path(path), key, verbose
+
+    def load(self, epochs: int) -> dict | None:
+        """The saved snapshot, if it is readable and was made for this key; else None."""
+        import torch
+
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            key, state = saved["key"], saved["state"]
+            done = len(state["history"])
+        except Exception as err:  # truncated, corrupt or foreign: one line, then a fresh start
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+            return self._ignore(
+                f"unreadable ({type(err).__name__}{': ' if reason else ''}{reason})"
+            )
+        if key != self.key:
+            return self._ignore("made with other settings, data or code")
+        if not 0 < done < epochs:
+            return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
+        if self.verbose:
+            _say(f"resuming from {self.path} at epoch {done} of {epochs}")
+        return state
+
+    def _ignore(self, why: str) -> None:
+        if self.verbose:
+            _say(f"ignoring {self.path}: {why}; starting from epoch 0")
+        return None
+
+    def save(self, state: dict) -> None:
+        torch_save({"key": self.key, "state": state}, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
