@@ -1,8 +1,10 @@
-"""Data-parallel training under torchrun: 2 CPU ranks equal 1 process with the same global bs."""
+"""Data-parallel training under torchrun: 2 CPU ranks equal 1 process with the same global bs,
+and 2 nodes of 1 process equal 1 node of 2."""
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,11 @@ import yaml
 from conftest import REPO, make_mnist, tiny_params, write_pickle_gz
 from project import train_args
 
+from mnist_pipeline.checkpoints import checkpoint
 from mnist_pipeline.data import load_datasets, prepare
 from mnist_pipeline.history import write_history
 from mnist_pipeline.params import load_params
-from mnist_pipeline.train import checkpoint, train_model
+from mnist_pipeline.train import train_model
 
 # Two ranks sum the same gradients in a different order (gloo all-reduce), so weights agree to
 # float32 rounding, not bit for bit. Measured differences are <= 5e-8; this bound is tight enough
@@ -34,13 +37,16 @@ def prepared(tmp_path_factory) -> Path:
     return folder
 
 
-def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.CompletedProcess:
-    params = tiny_params(
-        seed=3, bs=64, distributed={"nproc": nproc}, models={model: {"arch": model}}, **extra
-    )
-    out = folder / f"{model}-{nproc}{tag}"
+def write_params(out: Path, model: str, distributed: dict, **extra) -> Path:
+    params = tiny_params(seed=3, bs=64, distributed=distributed, models={model: {"arch": model}})
     out.mkdir(exist_ok=True)
-    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    (out / "params.yaml").write_text(yaml.safe_dump(params | extra))
+    return out / "params.yaml"
+
+
+def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.CompletedProcess:
+    out = folder / f"{model}-{nproc}{tag}"
+    write_params(out, model, {"nproc": nproc}, **extra)
     return subprocess.run(
         [
             sys.executable,
@@ -96,9 +102,88 @@ def test_a_failing_rank_fails_the_stage_with_its_error_and_no_output(prepared, t
 
 
 def test_uneven_data_still_sums_to_the_global_batch():
-    from mnist_pipeline.train import Batches
+    from mnist_pipeline.loader import Batches
 
     x = torch.arange(7).float().unsqueeze(1)
     shards = [list(Batches(x, torch.arange(7), bs=7, rank=r, world=2)) for r in (0, 1)]
     sizes = [len(s[0][1]) for s in shards]
     assert sum(sizes) == 7 and sorted(sizes) == [3, 4]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stage(*args) -> list[str]:
+    return [sys.executable, str(REPO / "stages" / "train.py"), *map(str, args)]
+
+
+def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared, tmp_path):
+    """Node 1 runs the train stage as dvc would; node 2, a separate process in an empty
+    folder, runs the documented worker command. They meet at a c10d rendezvous."""
+    one_node = train(prepared, "cnn", 2, tag="-nodes")
+    assert one_node.returncode == 0, one_node.stderr
+    endpoint = f"127.0.0.1:{free_port()}"
+    dist = {"nproc": 1, "nnodes": 2, "rdzv_endpoint": endpoint, "timeout": 120}
+    main, other = tmp_path / "node1", tmp_path / "node2"
+    params = write_params(main, "cnn", dist)
+    other.mkdir()
+    worker = subprocess.Popen(
+        stage(
+            "--worker", "--params", params, "--model", "cnn", "--prepared", prepared / "prepared"
+        ),
+        cwd=other,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lead = subprocess.run(
+        stage(
+            *train_args(
+                params, "cnn", prepared / "prepared", main / "m.pt", main / "h.tsv", main / "t.json"
+            )
+        ),
+        cwd=main,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    _, worker_err = worker.communicate(timeout=60)
+    assert lead.returncode == 0, lead.stderr
+    assert worker.returncode == 0, worker_err
+    assert list(other.rglob("*")) == []  # the worker node wrote nothing
+    two_nodes = torch.load(main / "m.pt", weights_only=True)["state_dict"]
+    one = torch.load(prepared / "cnn-2-nodes" / "m.pt", weights_only=True)["state_dict"]
+    for key, value in one.items():
+        assert torch.allclose(value, two_nodes[key], atol=ATOL, rtol=0), key
+    assert '"nproc": 2' in (main / "t.json").read_text()  # the world size: 2 nodes x 1
+
+
+def test_a_node_that_never_arrives_is_a_one_line_error_after_the_timeout(prepared, tmp_path):
+    dist = {"nproc": 1, "nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}", "timeout": 3}
+    params = write_params(tmp_path, "logistic", dist)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        stage(
+            *train_args(
+                params,
+                "logistic",
+                prepared / "prepared",
+                out / "m.pt",
+                out / "h.tsv",
+                out / "t.json",
+            )
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: distributed: not all 2 nodes joined the rendezvous"), (
+        result.stderr
+    )
+    assert "within 3s" in lines[-1]
+    assert not out.exists()

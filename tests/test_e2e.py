@@ -23,7 +23,7 @@ def test_repro_outputs_then_nothing_to_do(project):
         assert (project / "data" / "prepared" / f"{split}.pt").is_file()
     for name in ALL_MODELS:
         assert (project / "models" / f"{name}.pt").is_file()
-        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        metrics = json.loads((project / "metrics" / "eval" / f"{name}.json").read_text())
         assert {"val_loss", "val_acc", "test_acc", "test_loss", "parameters"} <= set(metrics)
     summary = (project / "metrics" / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in ALL_MODELS)
@@ -44,16 +44,13 @@ def test_every_declared_plot_exists_and_plots_show_writes_html(project):
     import yaml
 
     plots = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
-    files = []
-    for entry in plots:
-        if isinstance(entry, str):
-            files.append(entry)
+    paths = [entry if isinstance(entry, str) else next(iter(entry)) for entry in plots]
+    assert paths
+    for path in paths:
+        if (project / path).is_dir():  # a folder stands for one file per model
+            assert {p.stem for p in (project / path).iterdir()} == set(ALL_MODELS), path
         else:
-            ((name, spec),) = entry.items()
-            files.extend(spec["y"] if isinstance(spec.get("y"), dict) else [name])
-    assert files
-    for path in files:
-        assert (project / path).is_file(), f"declared plot {path} was not produced"
+            assert (project / path).is_file(), f"declared plot {path} was not produced"
     out = project / "plots_html"
     dvc(project, "plots", "show", "-o", str(out))
     html = (out / "index.html").read_text()
@@ -78,9 +75,27 @@ def test_exp_run_retrains_and_metrics_diff_lists_every_model(project):
 
     diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
     for name in ALL_MODELS:
-        changes = diff[f"metrics/{name}.json"]
+        changes = diff[f"metrics/eval/{name}.json"]
         assert "val_loss" in changes and changes["val_loss"]["old"] is not None
         assert changes["val_loss"]["new"] is not None
+
+
+def test_an_edit_reruns_exactly_the_stages_whose_code_it_touches(project):
+    def stale_after_editing(module: str) -> set[str]:
+        path = project / "src" / "mnist_pipeline" / module
+        original = path.read_text()
+        path.write_text(original + "\n# an edit\n")
+        try:
+            status = dvc(project, "status").stdout
+        finally:
+            path.write_text(original)
+        return {line.strip().rstrip(":") for line in status.splitlines() if line[:1] not in " \t"}
+
+    trains = {f"train@{name}" for name in ALL_MODELS}
+    # atomic.py decides the bytes of every output: every stage that writes through it.
+    assert stale_after_editing("atomic.py") == {"fetch", "prepare", "evaluate", *trains}
+    # The training loop: every train stage, and no evaluation.
+    assert stale_after_editing("train.py") == trains
 
 
 def test_misspelled_param_fails_loudly(project):

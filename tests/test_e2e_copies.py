@@ -35,7 +35,7 @@ def test_two_forced_runs_are_byte_identical(small, tmp_path):
     dvc(project, "repro", "--force")
     second = lock_md5s(project)
     exact = {p for p in first if not p.startswith(TIMING)}
-    assert {"models/cnn.pt", "plots/history/cnn.tsv", "metrics/cnn.json", "data/prepared"} <= exact
+    assert {"models/cnn.pt", "plots/history/cnn.tsv", "metrics/eval", "data/prepared"} <= exact
     assert {p: first[p] for p in exact} == {p: second[p] for p in exact}
 
 
@@ -68,7 +68,7 @@ def test_remote_push_then_pull_in_a_fresh_clone_reruns_nothing(small, tmp_path):
     result = dvc(clone, "repro")
     assert "Running stage" not in result.stdout
     assert "Data and pipelines are up to date" in result.stdout
-    for rel in ("metrics/cnn.json", "models/cnn.pt", "data/prepared/train.pt"):
+    for rel in ("metrics/eval/cnn.json", "models/cnn.pt", "data/prepared/train.pt"):
         assert (clone / rel).read_bytes() == (project / rel).read_bytes()
 
 
@@ -93,7 +93,7 @@ def test_queued_sweep_runs_two_experiments(small, tmp_path):
             for rev in group["revs"]:
                 data = rev.get("data") or {}
                 lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("lr")
-                acc = data.get("metrics", {}).get("metrics/cnn.json", {}).get("data", {})
+                acc = data.get("metrics", {}).get("metrics/eval/cnn.json", {}).get("data", {})
                 runs[lr] = acc.get("val_acc")
     assert set(runs) == {0.02, 0.2}, runs
     assert all(isinstance(acc, float) for acc in runs.values()), runs

@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-import yaml
-from conftest import REPO
 
 from mnist_pipeline.evaluate import classification_metrics, confusion_matrix, predict
 from mnist_pipeline.models import cross_entropy
@@ -66,32 +64,3 @@ def test_summary_table_has_one_row_per_model():
     lines = table.strip().splitlines()
     assert lines[-2].startswith("| logistic | 0.3000 | 0.9100 | 0.9000 | 7,850 | 1.50 | cpu |")
     assert lines[-1].startswith("| cnn |")
-
-
-def test_dvc_yaml_is_generated_from_params():
-    from mnist_pipeline.dvcyaml import main
-
-    args = ["--params", str(REPO / "params.yaml"), "--dvc-yaml", str(REPO / "dvc.yaml")]
-    assert main([*args, "--check"]) == 0, "run: python -m mnist_pipeline.dvcyaml"
-
-
-def test_every_model_in_params_has_its_plots_and_report_inputs():
-    """Top-level plots and the report stage list every model: catch a model left out."""
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
-    plots = dvc["plots"]
-    named = {k: v for p in plots if isinstance(p, dict) for k, v in p.items()}
-    flat = [p for p in plots if isinstance(p, str)]
-    report_deps = dvc["stages"]["report"]["deps"]
-    for name in models:
-        assert f"plots/history/{name}.tsv" in named["Loss per epoch (train and validation)"]["y"]
-        assert f"plots/history/{name}.tsv" in named["Validation accuracy per epoch"]["y"]
-        assert named[f"plots/predictions/{name}.csv"]["template"] == "confusion"
-        assert f"plots/confusion/{name}.png" in flat
-        assert f"plots/misclassified/{name}.png" in flat
-        for dep in (
-            f"metrics/{name}.json",
-            f"metrics/train/{name}.json",
-            f"plots/history/{name}.tsv",
-        ):
-            assert dep in report_deps, f"report stage lacks {dep}"

@@ -1,13 +1,16 @@
-"""Training library: device choice, the batch loader, determinism and divergence."""
+"""Training library: device choice, the batch loader, determinism, divergence, checkpoints."""
 
 import pytest
 import torch
 from conftest import make_mnist
 from torch.utils.data import TensorDataset
 
+from mnist_pipeline.checkpoints import checkpoint, load_checkpoint
+from mnist_pipeline.device import select_device
 from mnist_pipeline.errors import UserError
+from mnist_pipeline.loader import Batches
 from mnist_pipeline.params import TrainConfig
-from mnist_pipeline.train import Batches, DivergenceError, checkpoint, select_device, train_model
+from mnist_pipeline.train import DivergenceError, train_model
 
 
 def tiny_datasets(sizes=(256, 128)):
@@ -47,22 +50,25 @@ def test_absent_mps_is_an_error():
 def test_batches_cover_every_sample_once_in_seeded_order():
     x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
     batches = list(Batches(x, y, bs=4, shuffle=True, seed=1))
-    assert [len(yb) for _, yb in batches] == [4, 4, 2]
-    seen = torch.cat([yb for _, yb in batches])
+    assert [len(yb) for _, yb, _ in batches] == [4, 4, 2]
+    assert {w for _, _, w in batches} == {1.0}  # one process: every batch counts fully
+    seen = torch.cat([yb for _, yb, _ in batches])
     assert sorted(seen.tolist()) == list(range(10))
     assert not torch.equal(seen, torch.arange(10))  # shuffled
-    again = torch.cat([yb for _, yb in Batches(x, y, bs=4, shuffle=True, seed=1)])
+    again = torch.cat([yb for _, yb, _ in Batches(x, y, bs=4, shuffle=True, seed=1)])
     assert torch.equal(seen, again)  # same seed, same order
-    for xb, yb in batches:
+    for xb, yb, _ in batches:
         assert torch.equal(xb.squeeze(1).long(), yb)  # images stay paired with labels
 
 
 def test_batches_shards_are_disjoint_and_weighted():
     x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
     loaders = [Batches(x, y, bs=4, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
-    full = [yb for _, yb in Batches(x, y, bs=4, shuffle=True, seed=3)]
+    full = [yb for _, yb, _ in Batches(x, y, bs=4, shuffle=True, seed=3)]
     for i, (a, b) in enumerate(zip(*[list(loader) for loader in loaders], strict=True)):
         assert torch.equal(torch.cat([a[1], b[1]]), full[i])  # shards rebuild the global batch
+        # each shard's weight is its share of the global batch times the world size
+        assert a[2] == len(a[1]) * 2 / len(full[i]) and b[2] == len(b[1]) * 2 / len(full[i])
 
 
 def test_training_is_deterministic_on_cpu():
@@ -91,7 +97,6 @@ def test_divergence_names_model_epoch_and_lr(arch, lr):
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
     from mnist_pipeline.atomic import torch_save
-    from mnist_pipeline.train import load_checkpoint
 
     cfg = config("cnn_sequential", epochs=1)
     model, _ = train_model(cfg, *tiny_datasets(), torch.device("cpu"))

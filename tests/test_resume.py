@@ -1,0 +1,94 @@
+"""Resume: a run continued from a saved state equals the run that was never stopped."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import make_mnist, tiny_params
+from torch.utils.data import TensorDataset
+
+from mnist_pipeline.params import parse_params
+from mnist_pipeline.resume import ResumeState, state_key
+from mnist_pipeline.train import train_model
+
+EPOCHS = 3
+
+
+def datasets():
+    (xt, yt), (xv, yv), _ = make_mnist((200, 64, 8))
+    return (
+        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+    )
+
+
+def config(arch, **settings):
+    models = {arch: {"arch": arch, **settings}}
+    return parse_params(tiny_params(epochs=EPOCHS, models=models)).model(arch)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "arch, settings",
+    [
+        ("logistic_scratch", {}),  # the hand-written SGD's velocity
+        ("cnn", {}),  # SGD momentum buffers
+        ("fast", {"scheduler": "onecycle"}),  # BatchNorm statistics, the schedule position
+        ("logistic", {"optimizer": "adamw", "weight_decay": 0.01}),  # AdamW moments and steps
+    ],
+)
+def test_resumed_run_equals_uninterrupted_run(arch, settings, tmp_path):
+    cfg, data, cpu = config(arch, **settings), datasets(), torch.device("cpu")
+    full_model, full_history = train_model(cfg, *data, cpu)
+
+    state = ResumeState(tmp_path / "state.pt", key="k")
+
+    def save_then_stop_after_epoch_1(snapshot):
+        state.save(snapshot)
+        if len(snapshot["history"]) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_model(cfg, *data, cpu, on_epoch=save_then_stop_after_epoch_1)
+    saved = state.load(EPOCHS)
+    assert saved is not None and len(saved["history"]) == 2
+    model, history = train_model(cfg, *data, cpu, state=saved)
+    assert [r["epoch"] for r in history] == list(range(EPOCHS))
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(history) == strip(full_history)
+    for a, b in zip(model.state_dict().values(), full_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_state_made_for_another_key_or_corrupt_is_ignored_in_one_line(tmp_path, capsys):
+    path = tmp_path / "state.pt"
+    ResumeState(path, key="old").save({"history": [{"epoch": 0}]})
+    assert ResumeState(path, key="new").load(EPOCHS) is None
+    assert capsys.readouterr().out == (
+        f"train: ignoring {path}: made with other settings, data or code; starting from epoch 0\n"
+    )
+    for junk in (b"", b"garbage", path.read_bytes()[:100]):
+        path.write_bytes(junk)
+        assert ResumeState(path, key="old").load(EPOCHS) is None
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1 and out.startswith(f"train: ignoring {path}: unreadable")
+    assert ResumeState(tmp_path / "absent.pt", key="k").load(EPOCHS) is None
+    assert capsys.readouterr().out == ""  # nothing to resume: nothing to say
+
+
+def test_key_changes_with_config_data_and_code(tmp_path):
+    data, code = tmp_path / "train.pt", tmp_path / "train.py"
+    data.write_bytes(b"data")
+    code.write_text("code")
+    cfg = dataclasses.asdict(config("cnn"))
+    key = state_key(cfg, [data], [code])
+    assert state_key(cfg, [data], [code]) == key
+    assert state_key(cfg | {"lr": 0.2}, [data], [code]) != key
+    data.write_bytes(b"other data")
+    assert state_key(cfg, [data], [code]) != key
+    data.write_bytes(b"data")
+    code.write_text("edited code")
+    assert state_key(cfg, [data], [code]) != key

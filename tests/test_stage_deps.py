@@ -1,0 +1,104 @@
+"""Each stage's deps in dvc.yaml list exactly the modules of ours that its script imports.
+
+DVC reruns a stage when a dep changes, so a missing module leaves stale outputs that claim to
+be up to date, and an extra one reruns work for nothing. Imports are followed through our
+package, lazy ones (inside functions) included.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+PACKAGE = "mnist_pipeline"
+SRC = Path("src") / PACKAGE
+# Modules that cannot change any output, so no stage lists them (an edit reruns nothing):
+NEVER_DEPS = {
+    SRC / "__init__.py": "empty",
+    SRC / "errors.py": "decides only how an error is printed, never an output's bytes",
+}
+
+
+def imported_modules(path: Path) -> set[Path]:
+    """The files of our package that ``path`` imports, directly (at any depth of the file)."""
+    found = set()
+    in_package = path.parent.name == PACKAGE
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: only inside the package
+                assert in_package, f"{path}: relative import outside {PACKAGE}"
+                base = f"{PACKAGE}.{base}" if base else PACKAGE
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE and len(parts) >= 2:
+                module = SRC / f"{parts[1]}.py"
+                if (REPO / module).exists():
+                    found.add(module)
+    return found
+
+
+def closure(script: Path) -> set[Path]:
+    """Every module of our package the script reaches through imports."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        for module in imported_modules(REPO / todo.pop()):
+            if module not in seen:
+                seen.add(module)
+                todo.append(module)
+    return seen
+
+
+def stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def stage_body(stage: dict) -> dict:
+    return stage.get("do", stage)  # a foreach stage's template is under `do`
+
+
+def script_of(stage: dict) -> Path:
+    match = re.search(r"python (stages/\w+\.py)", stage_body(stage)["cmd"])
+    assert match, f"no stage script in {stage_body(stage)['cmd']!r}"
+    return Path(match.group(1))
+
+
+@pytest.mark.parametrize("name", list(stages()))
+def test_deps_are_exactly_the_modules_the_script_imports(name):
+    stage = stages()[name]
+    script = script_of(stage)
+    deps = {Path(d) for d in stage_body(stage)["deps"]}
+    code_deps = {d for d in deps if d.suffix == ".py"}
+    wanted = (closure(script) - set(NEVER_DEPS)) | {script}
+    assert not wanted - code_deps, f"{name}: deps miss {sorted(map(str, wanted - code_deps))}"
+    assert not code_deps - wanted, (
+        f"{name}: deps list unused {sorted(map(str, code_deps - wanted))}"
+    )
+
+
+def test_imports_are_followed_lazily_and_through_modules():
+    """The follower itself: the train stage imports train.py lazily, which imports optim.py."""
+    reached = closure(Path("stages/train.py"))
+    assert SRC / "train.py" in reached  # imported inside run(), not at the top
+    assert SRC / "optim.py" in reached  # only through models.py
+    assert SRC / "train.py" not in closure(Path("stages/evaluate.py"))
+
+
+def test_train_stage_declares_every_param_it_reads():
+    from mnist_pipeline.params import DISTRIBUTED, OTHER_TOP, SHARED
+
+    declared = set(stage_body(stages()["train"])["params"])
+    wanted = {*SHARED, *OTHER_TOP, "distributed", "models.${key}"}
+    assert wanted <= declared, f"train params miss {sorted(wanted - declared)}"
+    assert DISTRIBUTED  # the distributed table is declared as a whole
