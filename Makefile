@@ -1,4 +1,4 @@
-# Two commands set everything up: `make repro` and `make test`.
+# Two commands set everything up: `make repro` and `make test`. `make help` lists the rest.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,9 +9,12 @@ DEPS_HASH := $(shell cat requirements.txt pyproject.toml | $(PYTHON) -c \
 	"import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 
-.PHONY: install repro test lint bench clean
+.PHONY: help install repro test test-unit lint format bench clean
 
-install: $(STAMP)
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || \
@@ -22,18 +25,25 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-repro: install
+repro: install  ## run the whole pipeline on real MNIST (dvc repro)
 	$(BIN)/dvc repro
 
-lint: install
+test: lint  ## lint, then every test (unit and end-to-end; under 10 minutes)
+	$(BIN)/python -m pytest
+
+test-unit: install  ## the fast tests only: no end-to-end dvc runs
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: install  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest
+format: install  ## fix what ruff can fix, and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
-bench: install
+bench: install  ## measure speed ratios on this machine -> BENCHMARKS.md
 	$(BIN)/python bench/benchmark.py --out BENCHMARKS.md
 
-clean:
+clean:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -187,3 +187,14 @@ def test_a_node_that_never_arrives_is_a_one_line_error_after_the_timeout(prepare
     )
     assert "within 3s" in lines[-1]
     assert not out.exists()
+
+
+def test_worker_needs_a_multi_node_run(prepared, tmp_path):
+    params = write_params(tmp_path, "cnn", {"nproc": 1})
+    result = subprocess.run(
+        stage("--worker", "--params", params, "--model", "cnn"), capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: {params}: distributed.nnodes is 1; --worker needs nnodes > 1"
+    )
