@@ -52,22 +52,24 @@ def main() -> None:
     from mnist_pipeline import atomic, plots
     from mnist_pipeline.data import load_split
     from mnist_pipeline.device import select_device
-    from mnist_pipeline.history import read_history
     from mnist_pipeline.params import load_params
     from mnist_pipeline.summary import summary_table
 
     configs = load_params(args.params).models
     splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
-    rows = {}
+    # Every input is read and every model scored before anything is written: a missing or
+    # broken input leaves the old outputs, not a mix of new and old.
+    results, rows, histories = {}, {}, {}
     for name, config in configs.items():
-        metrics = evaluate_model(args, name, config, splits, select_device(config.device))
-        rows[name] = metrics | read_json(Path(args.timing_dir, f"{name}.json"))
-        print(
-            f"evaluate: {name} val_acc {metrics['val_acc']:.4f} test_acc {metrics['test_acc']:.4f}"
-        )
+        results[name] = score(args, name, config, splits, select_device(config.device))
+        rows[name] = results[name]["metrics"] | read_json(Path(args.timing_dir, f"{name}.json"))
+        histories[name] = read_history_file(Path(args.history_dir, f"{name}.tsv"))
 
+    for name, result in results.items():
+        write_model_outputs(args, name, result, splits["valid"])
+        acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
+        print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
     atomic.write_text(args.summary, summary_table(rows))
-    histories = {n: read_history(Path(args.history_dir, f"{n}.tsv")) for n in configs}
     plots.curves_png(histories, args.curves_png)
     x, y = splits["valid"]
     shown = range(min(DIGITS_SHOWN, len(y)))
@@ -80,9 +82,19 @@ def main() -> None:
     print(f"evaluate: {args.summary}, {args.curves_png}, {args.digits_png}")
 
 
-def evaluate_model(args, name, config, splits, device) -> dict:
-    """Write one model's metrics, details, predictions and pictures; return its metrics."""
-    from mnist_pipeline import atomic, plots
+def read_history_file(path: Path) -> list[dict]:
+    from mnist_pipeline.history import read_history
+
+    try:
+        return read_history(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
+
+
+def score(args, name, config, splits, device) -> dict:
+    """One model's metrics and validation results, in memory."""
     from mnist_pipeline.checkpoints import load_checkpoint
     from mnist_pipeline.evaluate import classification_metrics, predict
     from mnist_pipeline.models import get_architecture
@@ -103,12 +115,20 @@ def evaluate_model(args, name, config, splits, device) -> dict:
         "epochs": ckpt["config"]["epochs"],
         "device": ckpt["device"],
     }
-    atomic.write_json(Path(args.metrics_dir, f"{name}.json"), metrics)
+    return {"metrics": metrics, "valid": valid}
+
+
+def write_model_outputs(args, name, result, valid_split) -> None:
+    """Write one model's metrics, details, predictions and pictures."""
+    from mnist_pipeline import atomic, plots
+
+    valid = result["valid"]
+    atomic.write_json(Path(args.metrics_dir, f"{name}.json"), result["metrics"])
     atomic.write_json(
         Path(args.details_dir, f"{name}.json"),
         {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
     )
-    x, y = splits["valid"]
+    x, y = valid_split
     actual, predicted = y.tolist(), valid["predicted"].tolist()
     rows = "".join(f"{a},{p}\n" for a, p in zip(actual, predicted, strict=True))
     atomic.write_text(Path(args.predictions_dir, f"{name}.csv"), "actual,predicted\n" + rows)
@@ -124,7 +144,6 @@ def evaluate_model(args, name, config, splits, device) -> dict:
         "(true as predicted)",
         colors=["firebrick"] * len(shown),
     )
-    return metrics
 
 
 if __name__ == "__main__":

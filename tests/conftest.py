@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 from pathlib import Path
 
+# pytest runs one worker per core, and each worker's processes (dvc stages included) inherit
+# this: two threads per worker on a shared core spin against each other and run many times
+# slower. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
+
+from mnist_pipeline.params import FetchConfig, TrainConfig, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,3 +75,34 @@ def tiny_params(**overrides) -> dict:
     }
     raw.update(overrides)
     return raw
+
+
+class _OpensMarker:
+    """Unpickling this calls open(marker, "w"): a pickle that runs code when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def code_running_pickle(path: Path, marker: Path) -> None:
+    """Write a gzip'd pickle at path that would create ``marker`` if an unpickler ran it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(pickle.dumps(_OpensMarker(marker), protocol=2)))
+
+
+def fetch_config(*sources: dict, timeout: float = 2) -> FetchConfig:
+    """The FetchConfig of a params.yaml whose fetch.sources are ``sources`` (validated)."""
+    return parse_params(tiny_params(fetch={"timeout": timeout, "sources": list(sources)})).fetch
+
+
+def train_config(arch: str = "logistic", **overrides) -> TrainConfig:
+    """The TrainConfig of one model named ``arch``, as params.yaml would resolve it.
+
+    ``overrides`` are the model's own keys (``lr=0.5``, ``epochs=2``, ``optimizer="adamw"``...);
+    the rest comes from tiny_params, so the config passes the same validation as a real one.
+    """
+    params = parse_params(tiny_params(models={arch: {"arch": arch, **overrides}}))
+    return params.model(arch)

@@ -1,12 +1,9 @@
 """prepare: safe unpickling, validation with clear errors, and the exact uint8 round trip."""
 
-import gzip
-import pickle
-
 import numpy as np
 import pytest
 import torch
-from conftest import make_mnist, write_pickle_gz
+from conftest import code_running_pickle, make_mnist, write_pickle_gz
 
 from mnist_pipeline.data import load_datasets, prepare, read_pickle_gz
 from mnist_pipeline.errors import UserError
@@ -35,21 +32,13 @@ def test_prepare_is_byte_identical_on_rerun(tmp_path, mnist_file):
         ).read_bytes()
 
 
-class Malicious:
-    """Unpickling this would create a marker file if the unpickler let it run."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl.gz"
-    path.write_bytes(gzip.compress(pickle.dumps(Malicious(marker), protocol=2)))
-    with pytest.raises(UserError, match="refused to load global (builtins|io).open"):
+    code_running_pickle(path, marker)
+    with pytest.raises(
+        UserError, match="unsafe or invalid pickle: refused to load global (builtins|io).open"
+    ):
         prepare(path, tmp_path / "prepared")
     assert not marker.exists()
     assert not (tmp_path / "prepared").exists()
@@ -78,12 +67,13 @@ def nan_pixel(x):
     "obj, message",
     [
         (make_mnist()[:2], "expected 3 splits (train, valid, test), got tuple of length 2"),
-        ({"train": 1}, "expected 3 splits"),
+        ({"train": 1}, "expected 3 splits (train, valid, test), got dict of length 1"),
         (bad(set_(0, 0, lambda x: x[:, :100])), "train split: x must be float32 of shape (N, 784)"),
         (bad(set_(1, 0, lambda x: x.astype(np.float64))), "valid split: x must be float32"),
         (bad(set_(0, 0, nan_pixel)), "train split: x contains NaN pixels"),
         (bad(set_(2, 0, lambda x: x * 2)), "test split: pixels must lie in [0, 1]"),
         (bad(set_(0, 1, lambda y: y + 5)), "train split: labels must lie in 0..9"),
+        (bad(set_(2, 1, lambda y: y - 3)), "test split: labels must lie in 0..9"),
         (bad(set_(1, 1, lambda y: y[:-1])), "valid split: x has 128 rows but y has 127 labels"),
         (bad(set_(0, 1, lambda y: y.astype(np.float32))), "train split: y must be a 1-d integer"),
         # The last split is bad: the first two must not have been written (checked below).
@@ -113,8 +103,9 @@ def test_unreadable_files(tmp_path, mnist_file, content, message):
     if content is None:  # the real file cut in half
         content = mnist_file[0].read_bytes()[: mnist_file[0].stat().st_size // 2]
     path.write_bytes(content)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError) as err:
         read_pickle_gz(path)
+    assert str(err.value).startswith(f"{path}: {message}") and "\n" not in str(err.value)
 
 
 def test_missing_file(tmp_path):

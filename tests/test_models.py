@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-from conftest import make_mnist
+from conftest import make_mnist, train_config
 from torch.utils.data import TensorDataset
 
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.models import ARCHITECTURES, get_architecture
-from mnist_pipeline.params import TrainConfig
 from mnist_pipeline.train import build_model, train_model
 
 DEVICES = [
@@ -22,11 +21,6 @@ DEVICES = [
 ]
 
 
-def config(arch, **kw) -> TrainConfig:
-    values = dict(name=arch, arch=arch, seed=0, device="cpu", epochs=1, bs=32, lr=0.1, momentum=0.9)
-    return TrainConfig(**(values | kw))
-
-
 @pytest.fixture(scope="module")
 def tiny():
     (xt, yt), (xv, yv), _ = make_mnist((512, 256, 8))
@@ -38,7 +32,7 @@ def tiny():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_output_shape(arch, device):
-    model, _, _ = build_model(config(arch), torch.device(device))
+    model, _, _ = build_model(train_config(arch), torch.device(device))
     x = torch.rand(5, 784, device=device)
     if get_architecture(arch).image_input:
         x = x.view(-1, 1, 28, 28)
@@ -47,7 +41,7 @@ def test_output_shape(arch, device):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_one_fit_changes_parameters_and_lowers_loss(arch, tiny):
-    cfg = config(arch, epochs=3, lr=0.05 if arch.startswith("logistic") else 0.1)
+    cfg = train_config(arch, epochs=3, lr=0.05 if arch.startswith("logistic") else 0.1)
     before_model, _, _ = build_model(cfg, torch.device("cpu"))
     before = [p.detach().clone() for p in before_model.parameters()]
     model, history = train_model(cfg, *tiny, torch.device("cpu"))
@@ -59,12 +53,12 @@ def test_one_fit_changes_parameters_and_lowers_loss(arch, tiny):
 
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_cnn_adaptive_takes_any_image_size(size):
-    model, _, _ = build_model(config("cnn_adaptive"), torch.device("cpu"))
+    model, _, _ = build_model(train_config("cnn_adaptive"), torch.device("cpu"))
     assert model(torch.rand(3, 1, size, size)).shape == (3, 10)
 
 
 def test_logistic_scratch_uses_no_torch_nn_or_optim():
-    model, loss_func, opt = build_model(config("logistic_scratch"), torch.device("cpu"))
+    model, loss_func, opt = build_model(train_config("logistic_scratch"), torch.device("cpu"))
     assert not isinstance(model, torch.nn.Module)
     assert type(opt).__name__ == "ScratchSGD"  # the hand-written update, not torch.optim
     assert model.weights.requires_grad and model.bias.requires_grad

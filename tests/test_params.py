@@ -5,7 +5,12 @@ import yaml
 from conftest import tiny_params
 
 from mnist_pipeline.errors import UserError
-from mnist_pipeline.params import ARCHITECTURE_NAMES, load_params, parse_params
+from mnist_pipeline.params import (
+    ARCHITECTURE_NAMES,
+    DistributedConfig,
+    load_params,
+    parse_params,
+)
 
 
 def test_defaults_resolve_and_overrides_apply():
@@ -14,6 +19,15 @@ def test_defaults_resolve_and_overrides_apply():
     assert params.model("a").lr == 0.05
     assert params.model("b").lr == 0.1  # the shared value
     assert params.model("b").epochs == 1 and params.model("b").optimizer == "sgd"
+    assert params.resume is True
+    assert params.distributed == DistributedConfig(nproc=1, nnodes=1, rdzv_endpoint="", timeout=300)
+
+
+def test_several_nodes_with_a_rendezvous_endpoint():
+    dist = {"nnodes": 2, "rdzv_endpoint": "node0:29500", "timeout": 60}
+    params = parse_params(tiny_params(distributed=dist, resume=False))
+    assert params.distributed == DistributedConfig(1, 2, "node0:29500", 60)
+    assert params.resume is False
 
 
 def test_shipped_params_are_valid_and_do_not_override_lr():
@@ -33,21 +47,32 @@ def test_shipped_params_are_valid_and_do_not_override_lr():
     [
         ({"lrr": 0.1}, "unknown key 'lrr'"),
         ({"lr": "fast"}, "lr: expected a positive number, got 'fast'"),
-        ({"lr": 0}, "lr: expected a positive number"),
-        ({"lr": -0.1}, "lr: expected a positive number"),
-        ({"epochs": 0}, "epochs: expected a positive integer"),
-        ({"epochs": 1.5}, "epochs: expected a positive integer"),
-        ({"bs": -8}, "bs: expected a positive integer"),
-        ({"bs": True}, "bs: expected a positive integer"),
+        ({"lr": 0}, "lr: expected a positive number, got 0"),
+        ({"lr": -0.1}, "lr: expected a positive number, got -0.1"),
+        ({"epochs": 0}, "epochs: expected a positive integer, got 0"),
+        ({"epochs": 1.5}, "epochs: expected a positive integer, got 1.5"),
+        ({"bs": -8}, "bs: expected a positive integer, got -8"),
+        ({"bs": True}, "bs: expected a positive integer, got True"),
         ({"momentum": 1.5}, "momentum: expected a number in [0, 1)"),
-        ({"device": "gpu"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
+        ({"device": "gpu"}, "device: expected one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
         ({"device": "cuda:x"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
         ({"models": {}}, "models: expected a non-empty mapping"),
         ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
         ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
         ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
+        ({"resume": "yes"}, "params.yaml: resume: expected true or false, got 'yes'"),
         ({"distributed": {"nproc": 0}}, "distributed.nproc: expected a positive integer"),
+        ({"distributed": {"nnodes": 0}}, "distributed.nnodes: expected a positive integer, got 0"),
+        ({"distributed": {"nnodes": 2}}, "distributed.rdzv_endpoint: needed when nnodes > 1"),
+        (
+            {"distributed": {"rdzv_endpoint": "nohost"}},
+            "distributed.rdzv_endpoint: expected 'host:port' (empty for one node), got 'nohost'",
+        ),
+        ({"distributed": {"rdzv_endpoint": "h:port"}}, "for one node), got 'h:port'"),
+        ({"distributed": {"timeout": 0}}, "distributed.timeout: expected a positive number of"),
+        ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: nnodes"),
+        ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
         ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than distributed.nproc 4"),
         ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),
         ({"fetch": {"sources": [{"url": "x", "checksums": ["md5:zz"]}]}}, "is not 'md5:<32 hex>'"),

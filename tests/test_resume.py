@@ -4,10 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import make_mnist, tiny_params
+from conftest import make_mnist, train_config
 from torch.utils.data import TensorDataset
 
-from mnist_pipeline.params import parse_params
 from mnist_pipeline.resume import ResumeState, state_key
 from mnist_pipeline.train import train_model
 
@@ -20,11 +19,6 @@ def datasets():
         TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
         TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
     )
-
-
-def config(arch, **settings):
-    models = {arch: {"arch": arch, **settings}}
-    return parse_params(tiny_params(epochs=EPOCHS, models=models)).model(arch)
 
 
 class Stop(Exception):
@@ -41,7 +35,7 @@ class Stop(Exception):
     ],
 )
 def test_resumed_run_equals_uninterrupted_run(arch, settings, tmp_path):
-    cfg, data, cpu = config(arch, **settings), datasets(), torch.device("cpu")
+    cfg, data, cpu = train_config(arch, epochs=EPOCHS, **settings), datasets(), torch.device("cpu")
     full_model, full_history = train_model(cfg, *data, cpu)
 
     state = ResumeState(tmp_path / "state.pt", key="k")
@@ -83,7 +77,7 @@ def test_key_changes_with_config_data_and_code(tmp_path):
     data, code = tmp_path / "train.pt", tmp_path / "train.py"
     data.write_bytes(b"data")
     code.write_text("code")
-    cfg = dataclasses.asdict(config("cnn"))
+    cfg = dataclasses.asdict(train_config("cnn"))
     key = state_key(cfg, [data], [code])
     assert state_key(cfg, [data], [code]) == key
     assert state_key(cfg | {"lr": 0.2}, [data], [code]) != key

@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-from conftest import make_mnist
+from conftest import make_mnist, train_config
 from torch.utils.data import TensorDataset
 
 from mnist_pipeline.checkpoints import checkpoint, load_checkpoint
 from mnist_pipeline.device import select_device
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.loader import Batches
-from mnist_pipeline.params import TrainConfig
 from mnist_pipeline.train import DivergenceError, train_model
 
 
@@ -19,11 +18,6 @@ def tiny_datasets(sizes=(256, 128)):
         TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
         TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
     )
-
-
-def config(arch="logistic", **kw) -> TrainConfig:
-    values = dict(name=arch, arch=arch, seed=0, device="cpu", epochs=2, bs=32, lr=0.1, momentum=0.9)
-    return TrainConfig(**(values | kw))
 
 
 def test_select_device():
@@ -73,7 +67,9 @@ def test_batches_shards_are_disjoint_and_weighted():
 
 def test_training_is_deterministic_on_cpu():
     datasets = tiny_datasets()
-    runs = [train_model(config("cnn"), *datasets, torch.device("cpu")) for _ in range(2)]
+    runs = [
+        train_model(train_config("cnn", epochs=2), *datasets, torch.device("cpu")) for _ in range(2)
+    ]
     (m1, h1), (m2, h2) = runs
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -83,8 +79,8 @@ def test_training_is_deterministic_on_cpu():
 
 def test_different_seed_gives_different_weights():
     datasets = tiny_datasets()
-    m1, _ = train_model(config(seed=0), *datasets, torch.device("cpu"))
-    m2, _ = train_model(config(seed=1), *datasets, torch.device("cpu"))
+    m1, _ = train_model(train_config(seed=0), *datasets, torch.device("cpu"))
+    m2, _ = train_model(train_config(seed=1), *datasets, torch.device("cpu"))
     assert not torch.equal(m1.lin.weight, m2.lin.weight)
 
 
@@ -92,13 +88,13 @@ def test_different_seed_gives_different_weights():
 def test_divergence_names_model_epoch_and_lr(arch, lr):
     match = rf"model '{arch}' diverged in epoch 0: loss is (nan|inf) at lr {lr:g}; lower lr"
     with pytest.raises(DivergenceError, match=match.replace("+", r"\+")):
-        train_model(config(arch, lr=lr), *tiny_datasets(), torch.device("cpu"))
+        train_model(train_config(arch, lr=lr), *tiny_datasets(), torch.device("cpu"))
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
     from mnist_pipeline.atomic import torch_save
 
-    cfg = config("cnn_sequential", epochs=1)
+    cfg = train_config("cnn_sequential", epochs=1)
     model, _ = train_model(cfg, *tiny_datasets(), torch.device("cpu"))
     torch_save(checkpoint(model, cfg, torch.device("cpu")), tmp_path / "m.pt")
     loaded, ckpt = load_checkpoint(tmp_path / "m.pt", cfg)
