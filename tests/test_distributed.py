@@ -44,26 +44,22 @@ def write_params(out: Path, model: str, distributed: dict, **extra) -> Path:
     return out / "params.yaml"
 
 
+def stage(*args) -> list[str]:
+    return [sys.executable, str(REPO / "stages" / "train.py"), *map(str, args)]
+
+
+def train_into(
+    out: Path, params: Path, model: str, prepared: Path, **run
+) -> subprocess.CompletedProcess:
+    """Run the train stage as dvc.yaml does, writing m.pt, h.tsv and t.json into ``out``."""
+    args = train_args(params, model, prepared, out / "m.pt", out / "h.tsv", out / "t.json")
+    return subprocess.run(stage(*args), capture_output=True, text=True, timeout=300, **run)
+
+
 def train(folder: Path, model: str, nproc: int, tag="", **extra) -> subprocess.CompletedProcess:
     out = folder / f"{model}-{nproc}{tag}"
-    write_params(out, model, {"nproc": nproc}, **extra)
-    return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "stages" / "train.py"),
-            *train_args(
-                out / "params.yaml",
-                model,
-                folder / "prepared",
-                out / "m.pt",
-                out / "h.tsv",
-                out / "t.json",
-            ),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    params = write_params(out, model, {"nproc": nproc}, **extra)
+    return train_into(out, params, model, folder / "prepared")
 
 
 @pytest.mark.parametrize("model", ["logistic", "cnn", "logistic_scratch"])
@@ -116,10 +112,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stage(*args) -> list[str]:
-    return [sys.executable, str(REPO / "stages" / "train.py"), *map(str, args)]
-
-
 def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared, tmp_path):
     """Node 1 runs the train stage as dvc would; node 2, a separate process in an empty
     folder, runs the documented worker command. They meet at a c10d rendezvous."""
@@ -139,17 +131,7 @@ def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared
         stderr=subprocess.PIPE,
         text=True,
     )
-    lead = subprocess.run(
-        stage(
-            *train_args(
-                params, "cnn", prepared / "prepared", main / "m.pt", main / "h.tsv", main / "t.json"
-            )
-        ),
-        cwd=main,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    lead = train_into(main, params, "cnn", prepared / "prepared", cwd=main)
     _, worker_err = worker.communicate(timeout=60)
     assert lead.returncode == 0, lead.stderr
     assert worker.returncode == 0, worker_err
@@ -165,21 +147,7 @@ def test_a_node_that_never_arrives_is_a_one_line_error_after_the_timeout(prepare
     dist = {"nproc": 1, "nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}", "timeout": 3}
     params = write_params(tmp_path, "logistic", dist)
     out = tmp_path / "out"
-    result = subprocess.run(
-        stage(
-            *train_args(
-                params,
-                "logistic",
-                prepared / "prepared",
-                out / "m.pt",
-                out / "h.tsv",
-                out / "t.json",
-            )
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = train_into(out, params, "logistic", prepared / "prepared")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: distributed: not all 2 nodes joined the rendezvous"), (
