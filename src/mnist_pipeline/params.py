@@ -63,10 +63,10 @@ class TrainConfig:
     bs: int
     lr: float
     momentum: float
-    optimizer: str = "sgd"
-    scheduler: str = "none"
-    weight_decay: float = 0.0
-    nproc: int = 1
+    optimizer: str
+    scheduler: str
+    weight_decay: float
+    nproc: int  # distributed.nproc: the global batch is split across it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,10 +76,10 @@ class TrainConfig:
 class DistributedConfig:
     """How train stages run: ``nproc`` processes on each of ``nnodes`` machines."""
 
-    nproc: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str = ""  # host:port of the rendezvous, for nnodes > 1
-    timeout: float = 300  # seconds to wait for every node to join
+    nproc: int
+    nnodes: int
+    rdzv_endpoint: str  # host:port of the rendezvous, for nnodes > 1
+    timeout: float  # seconds to wait for every node to join
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +87,8 @@ class Params:
     path: str
     fetch: FetchConfig
     models: dict[str, TrainConfig]
-    distributed: DistributedConfig = DistributedConfig()
-    resume: bool = True
+    distributed: DistributedConfig
+    resume: bool
 
     def model(self, name: str) -> TrainConfig:
         if name not in self.models:
