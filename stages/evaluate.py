@@ -10,28 +10,18 @@ Outputs (each written atomically), per model <name> of params.yaml:
   <confusion-dir>/<name>.png        the confusion matrix
   <misclassified-dir>/<name>.png    misclassified validation digits, true and predicted labels
 and across models:
-  --summary      one row per model: val loss/accuracy, test accuracy, params, s/epoch, device
+  --summary      one row per model: val loss/accuracy, test accuracy, params, epochs, device
   --curves-png   train/val loss and val accuracy per epoch, every model
   --digits-png   a grid of validation digits with their labels (the tutorial's first picture)
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from mnist_pipeline.errors import UserError, stage_main
 
 MISCLASSIFIED_SHOWN = 32
 DIGITS_SHOWN = 32
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
 
 
 @stage_main
@@ -41,7 +31,6 @@ def main() -> None:
     parser.add_argument("--prepared", required=True, help="folder of the prepared tensors")
     parser.add_argument("--models-dir", required=True, help="folder of <name>.pt checkpoints")
     parser.add_argument("--history-dir", required=True, help="folder of <name>.tsv histories")
-    parser.add_argument("--timing-dir", required=True, help="folder of <name>.json timings")
     for out in ("metrics", "details", "predictions", "confusion", "misclassified"):
         parser.add_argument(f"--{out}-dir", required=True)
     parser.add_argument("--summary", required=True, help="markdown table to write")
@@ -62,7 +51,7 @@ def main() -> None:
     results, rows, histories = {}, {}, {}
     for name, config in configs.items():
         results[name] = score(args, name, config, splits, select_device(config.device))
-        rows[name] = results[name]["metrics"] | read_json(Path(args.timing_dir, f"{name}.json"))
+        rows[name] = results[name]["metrics"]
         histories[name] = read_history_file(Path(args.history_dir, f"{name}.tsv"))
 
     for name, result in results.items():

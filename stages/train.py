@@ -14,6 +14,7 @@ nothing:  python stages/train.py --worker --model <name>
 
 import argparse
 import sys
+from dataclasses import replace
 
 from mnist_pipeline.errors import UserError, stage_main
 
@@ -35,6 +36,10 @@ def main() -> None:
     parser.add_argument(
         "--worker", action="store_true", help="join a multi-node run as a worker; write nothing"
     )
+    parser.add_argument("--nnodes", type=int, help="with --worker: overrides distributed.nnodes")
+    parser.add_argument(
+        "--rdzv-endpoint", help="with --worker: host:port, overrides distributed.rdzv_endpoint"
+    )
     args = parser.parse_args()
     if not args.worker and not (args.out and args.history and args.timing):
         parser.error("--out, --history and --timing are required (except with --worker)")
@@ -45,8 +50,11 @@ def main() -> None:
     params = load_params(args.params)
     config = params.model(args.model)
     dist_config = params.distributed
-    if args.worker and dist_config.nnodes == 1:
-        raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+    if args.worker:
+        overrides = {"nnodes": args.nnodes, "rdzv_endpoint": args.rdzv_endpoint}
+        dist_config = replace(dist_config, **{k: v for k, v in overrides.items() if v})
+        if dist_config.nnodes == 1:
+            raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     if distributed.under_torchrun():
         try:
             run(args, params, config, *distributed.setup(config.device))
@@ -75,11 +83,13 @@ def run(args, params, config, rank, world, device) -> None:
 
     writer = distributed.is_writer() and not args.worker
     train_ds, valid_ds = load_datasets(args.prepared, splits=("train", "valid"))
+    data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
+    key = state_key(config.to_dict(), data, code_files(__file__))
+    if world > 1:
+        distributed.check_same(key)
     resume = None
     # Across several machines only the writer's node has the state file: such runs restart.
     if params.resume and args.state and params.distributed.nnodes == 1:
-        data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
-        key = state_key(config.to_dict(), data, code_files(__file__))
         resume = ResumeState(args.state, key, verbose=writer)
     wrap = distributed.wrapper(device) if world > 1 else None
     model, history = train_model(
@@ -112,7 +122,8 @@ def run(args, params, config, rank, world, device) -> None:
     )
     if resume:
         resume.clear()
-    print(f"train: {args.out} on {device} in {sum(seconds):.1f}s")
+    by = f", written by rank {rank} of {world}" if world > 1 else ""
+    print(f"train: {args.out} on {device} in {sum(seconds):.1f}s{by}")
 
 
 if __name__ == "__main__":

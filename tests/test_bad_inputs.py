@@ -27,6 +27,7 @@ from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
 
 MODEL = "logistic_scratch"
+BAD_HISTORY = "epoch\ttrain_loss\tval_loss\tval_acc\nzero\t1\t1\t1\n"
 # What each stage writes, relative to the work folder; train's outputs are evaluate's inputs.
 OUTPUTS = {
     "fetch": ["raw/mnist.pkl.gz"],
@@ -39,7 +40,7 @@ OUTPUTS = {
 def evaluate_args(w: Path) -> list[str]:
     """stages/evaluate.py's arguments as dvc.yaml passes them, for the work folder w."""
     args = ["--params", str(w / "params.yaml"), "--prepared", str(w / "prepared")]
-    for name in ("models", "history", "timing"):
+    for name in ("models", "history"):
         args += [f"--{name}-dir", str(w / name)]
     for name in ("metrics", "details", "predictions", "confusion", "misclassified"):
         args += [f"--{name}-dir", str(w / "eval" / name)]
@@ -171,11 +172,10 @@ def test_evaluate_with_a_bad_checkpoint(damage, message, work, capsys):
 @pytest.mark.parametrize(
     "rel, damage, message",
     [
-        (f"timing/{MODEL}.json", Path.unlink, "not found; run dvc repro"),
-        (f"timing/{MODEL}.json", lambda p: p.write_text("{"), "invalid JSON"),
         (f"history/{MODEL}.tsv", Path.unlink, "not found; run dvc repro"),
+        (f"history/{MODEL}.tsv", lambda p: p.write_text(BAD_HISTORY), "not a history file"),
     ],
-    ids=["missing-timing", "invalid-timing", "missing-history"],
+    ids=["missing-history", "garbled-history"],
 )
 def test_evaluate_with_a_missing_or_broken_input(rel, damage, message, work, capsys):
     """Every input is read before any output is written: nothing new is left behind."""

@@ -112,19 +112,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared, tmp_path):
-    """Node 1 runs the train stage as dvc would; node 2, a separate process in an empty
-    folder, runs the documented worker command. They meet at a c10d rendezvous."""
-    one_node = train(prepared, "cnn", 2, tag="-nodes")
-    assert one_node.returncode == 0, one_node.stderr
+def two_nodes(tmp_path: Path, prepared: Path, **worker_params):
+    """Node 1 runs the train stage as dvc would; node 2, a separate process in its own folder
+    with its own params.yaml (nnodes 1 there), runs the documented worker command with
+    --nnodes and --rdzv-endpoint. They meet at a c10d rendezvous. Returns both results."""
     endpoint = f"127.0.0.1:{free_port()}"
     dist = {"nproc": 1, "nnodes": 2, "rdzv_endpoint": endpoint, "timeout": 120}
     main, other = tmp_path / "node1", tmp_path / "node2"
     params = write_params(main, "cnn", dist)
-    other.mkdir()
+    worker_params = write_params(other, "cnn", {"nproc": 1}, **worker_params)
     worker = subprocess.Popen(
         stage(
-            "--worker", "--params", params, "--model", "cnn", "--prepared", prepared / "prepared"
+            *("--worker", "--params", worker_params, "--model", "cnn"),
+            *("--prepared", prepared / "prepared", "--nnodes", 2, "--rdzv-endpoint", endpoint),
         ),
         cwd=other,
         stdout=subprocess.PIPE,
@@ -133,13 +133,23 @@ def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared
     )
     lead = train_into(main, params, "cnn", prepared / "prepared", cwd=main)
     _, worker_err = worker.communicate(timeout=60)
+    return lead, subprocess.CompletedProcess(worker.args, worker.returncode, "", worker_err)
+
+
+def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared, tmp_path):
+    one_node = train(prepared, "cnn", 2, tag="-nodes")
+    assert one_node.returncode == 0, one_node.stderr
+    lead, worker = two_nodes(tmp_path, prepared)
+    main, other = tmp_path / "node1", tmp_path / "node2"
     assert lead.returncode == 0, lead.stderr
-    assert worker.returncode == 0, worker_err
-    assert list(other.rglob("*")) == []  # the worker node wrote nothing
-    two_nodes = torch.load(main / "m.pt", weights_only=True)["state_dict"]
+    assert worker.returncode == 0, worker.stderr
+    assert [p.name for p in other.rglob("*")] == ["params.yaml"]  # the worker wrote nothing
+    # c10d decides the global ranks: both "written by rank 0" and "rank 1" occur here.
+    assert "written by rank " in lead.stdout
+    two = torch.load(main / "m.pt", weights_only=True)["state_dict"]
     one = torch.load(prepared / "cnn-2-nodes" / "m.pt", weights_only=True)["state_dict"]
     for key, value in one.items():
-        assert torch.allclose(value, two_nodes[key], atol=ATOL, rtol=0), key
+        assert torch.allclose(value, two[key], atol=ATOL, rtol=0), key
     assert '"nproc": 2' in (main / "t.json").read_text()  # the world size: 2 nodes x 1
 
 
@@ -166,3 +176,27 @@ def test_worker_needs_a_multi_node_run(prepared, tmp_path):
     assert result.stderr.strip() == (
         f"error: {params}: distributed.nnodes is 1; --worker needs nnodes > 1"
     )
+
+
+def test_nodes_with_different_settings_refuse_in_one_line(prepared, tmp_path):
+    lead, worker = two_nodes(tmp_path, prepared, lr=0.2)  # node 1 trains with lr 0.1
+    assert lead.returncode == 1 and worker.returncode == 1
+    last = lead.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rank ") and "the nodes disagree on the model's settings" in last
+    assert not (tmp_path / "node1" / "m.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "rank, local_rank, writer_node, writes",
+    [("1", "0", "1", True), ("0", "0", "0", False), ("1", "1", "1", False)],
+    ids=["writer-node-not-global-rank-0", "global-rank-0-on-a-worker-node", "local-rank-1"],
+)
+def test_the_writer_is_local_rank_0_of_the_dvc_node_whatever_its_global_rank(
+    rank, local_rank, writer_node, writes, monkeypatch
+):
+    from mnist_pipeline import distributed
+
+    env = {"RANK": rank, "LOCAL_RANK": local_rank, "WORLD_SIZE": "2"}
+    for key, value in (env | {distributed.WRITER_ENV: writer_node}).items():
+        monkeypatch.setenv(key, value)
+    assert distributed.is_writer() is writes

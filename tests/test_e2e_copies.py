@@ -39,6 +39,17 @@ def test_two_forced_runs_are_byte_identical(small, tmp_path):
     assert {p: first[p] for p in exact} == {p: second[p] for p in exact}
 
 
+def test_a_training_loop_edit_retrains_and_leaves_evaluation_unchanged(small, tmp_path):
+    project = copy_of(small, tmp_path)
+    train_py = project / "src" / "mnist_pipeline" / "train.py"
+    train_py.write_text(train_py.read_text() + "\n# an edit to the training loop\n")
+    before = lock_md5s(project)
+    result = dvc(project, "repro")
+    assert "Running stage 'train@cnn'" in result.stdout
+    assert "Stage 'evaluate' didn't change, skipping" in result.stdout, result.stdout
+    assert lock_md5s(project)["models/cnn.pt"] == before["models/cnn.pt"]
+
+
 def test_fresh_clone_of_a_committed_experiment_reproduces_it(small, tmp_path):
     project = copy_of(small, tmp_path)
     dvc(project, "exp", "run", "-S", "lr=0.2", "-n", "lr-0.2")

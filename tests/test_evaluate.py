@@ -57,10 +57,10 @@ def test_summary_table_has_one_row_per_model():
         val_acc=0.91,
         test_acc=0.9,
         parameters=7850,
-        seconds_per_epoch=1.5,
+        epochs=2,
         device="cpu",
     )
     table = summary_table({"logistic": row, "cnn": row})
     lines = table.strip().splitlines()
-    assert lines[-2].startswith("| logistic | 0.3000 | 0.9100 | 0.9000 | 7,850 | 1.50 | cpu |")
+    assert lines[-2].startswith("| logistic | 0.3000 | 0.9100 | 0.9000 | 7,850 | 2 | cpu |")
     assert lines[-1].startswith("| cnn |")

@@ -111,6 +111,23 @@ def setup(device_spec: str):
     return rank, world, device
 
 
+def check_same(digest: str) -> None:
+    """Fail in one line unless every rank trains the same settings, data and code.
+
+    Each node reads its own params.yaml and data/prepared: a node that differs would train
+    something else in lockstep, or hang when the batch counts differ.
+    """
+    import torch.distributed as dist
+
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        raise UserError(
+            "distributed: the nodes disagree on the model's settings, data or code "
+            "(params.yaml, data/prepared or src/ differ); give every node the same ones"
+        )
+
+
 def wrapper(device):
     """A function wrapping a model in DDP on ``device``."""
     import torch

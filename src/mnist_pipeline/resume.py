@@ -54,12 +54,18 @@ class ResumeState:
     """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
 
     def __init__(self, path: str | os.PathLike, key: str, *, verbose: bool = True) -> None:
-        self.path, self.key, self.verbose = Path(path), key, verbose
+        import torch
+
+        # The CPU's arithmetic also depends on the torch version and the thread count.
+        self.key = f"{key}:{torch.__version__}:{torch.get_num_threads()}"
+        self.path, self.verbose = Path(path), verbose
 
     def load(self, epochs: int) -> dict | None:
         """The saved snapshot, if it is readable and was made for this key; else None."""
         import torch
 
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
+            stale.unlink(missing_ok=True)
         if not self.path.exists():
             return None
         try:
@@ -73,7 +79,7 @@ class ResumeState:
             )
         if key != self.key:
             return self._ignore("made with other settings, data or code")
-        if not 0 < done < epochs:
+        if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
         if self.verbose:
             _say(f"resuming from {self.path} at epoch {done} of {epochs}")
