@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, code_running_pickle, make_mnist, tiny_params, write_pickle_gz
-from project import train_args
+from project import set_params, train_args
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -110,11 +110,6 @@ def fails_cleanly(stage: str, w: Path, capsys, expected: str) -> str:
     left = sorted(str(p.relative_to(w)) for p in files(w) - before)  # .tmp files included
     assert not left, f"left behind: {left}"
     return errors[0]
-
-
-def set_params(w: Path, **values) -> None:
-    raw = yaml.safe_load((w / "params.yaml").read_text())
-    (w / "params.yaml").write_text(yaml.safe_dump(raw | values))
 
 
 def test_fetch_with_a_wrong_checksum(work, capsys):

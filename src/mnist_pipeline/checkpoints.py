@@ -6,16 +6,20 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .models import count_parameters, get_architecture
 from .params import TrainConfig
 
 
+def cpu_state_dict(model) -> dict:
+    """The model's weights as CPU tensors, detached: what a file holds, whatever the device."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def checkpoint(model, config: TrainConfig, device) -> dict:
     """What models/<name>.pt holds: CPU tensors and plain values, loadable with weights_only."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {
-        "state_dict": state,
+        "state_dict": cpu_state_dict(model),
         "config": config.to_dict(),
         "device": str(device),
         "parameters": count_parameters(model),
@@ -30,8 +34,9 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
     except FileNotFoundError:
         raise UserError(f"{path}: model file not found; run its train stage first") from None
     except Exception as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
+        raise UserError(
+            f"{path}: not a loadable weights-only checkpoint ({first_line(err)})"
+        ) from None
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
         raise UserError(f"{path}: not a checkpoint of this pipeline (no state_dict/config)")
     arch_name = ckpt["config"].get("arch")

@@ -66,7 +66,7 @@ def launch(
         result = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if result.returncode == 0:
             return
-        reports = sorted(Path(errors).glob("rank*.txt"))
+        reports = sorted(Path(errors).glob("rank*.txt"), key=lambda p: int(p.stem[4:]))
         if reports:
             rank = reports[0].stem.removeprefix("rank")
             raise UserError(f"rank {rank} failed: {reports[0].read_text().strip()}")

@@ -14,6 +14,12 @@ class UserError(Exception):
     """
 
 
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit``; its type if it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
 def stage_main(main: Callable[..., object]) -> Callable[..., object]:
     """Run a stage's ``main``; report a UserError or an OSError as one line on stderr, exit 1.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .atomic import atomic_path
-from .errors import UserError
+from .errors import UserError, first_line
 from .params import FetchConfig, Source
 
 CHUNK = 1 << 20
@@ -96,7 +96,7 @@ def download(url: str, dest: Path, timeout: float) -> None:
                     f.write(chunk)
                     bar.update(len(chunk))
     except requests.RequestException as err:
-        raise SourceError(f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        raise SourceError(f"{type(err).__name__}: {first_line(err, 200)}") from None
 
 
 def pip_member(requirement: str, member: str, dest: Path, timeout: float) -> None:

@@ -27,7 +27,6 @@ ARCHITECTURE_NAMES = (
     "fast",
 )
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-FETCH_KEYS = {"timeout", "sources"}
 SOURCE_KEYS = {"url", "pip", "member", "checksums"}
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
 
@@ -155,6 +154,10 @@ DISTRIBUTED = {
     "timeout": Key(lambda v: _is_number(v) and v > 0, "a positive number of seconds", 300),
 }
 OTHER_TOP = {"resume": Key(lambda v: isinstance(v, bool), "true or false", True)}
+# fetch.sources, a list of sources, is checked by _parse_sources.
+FETCH = {
+    "timeout": Key(lambda v: _is_number(v) and v > 0, "a positive number", 30, cast=float),
+}
 
 
 def _check(where: str, key: str, value: object, table: dict[str, Key]) -> object:
@@ -232,11 +235,9 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     top = _section(where, {k: v for k, v in raw.items() if k in OTHER_TOP}, OTHER_TOP)
 
     fetch = _mapping(f"{where}fetch", raw.get("fetch", {}))
-    _check_keys(f"{where}fetch.", fetch, FETCH_KEYS)
-    timeout = fetch.get("timeout", 30)
-    if not _is_number(timeout) or timeout <= 0:
-        raise UserError(f"{where}fetch.timeout: expected a positive number, got {timeout!r}")
-    fetch_config = FetchConfig(float(timeout), _parse_sources(where, fetch.get("sources")))
+    _check_keys(f"{where}fetch.", fetch, {*FETCH, "sources"})
+    settings = _section(f"{where}fetch.", {k: v for k, v in fetch.items() if k in FETCH}, FETCH)
+    fetch_config = FetchConfig(sources=_parse_sources(where, fetch.get("sources")), **settings)
 
     raw_dist = _mapping(f"{where}distributed", raw.get("distributed") or {})
     distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .atomic import torch_save
+from .errors import first_line
 
 FORMAT = 1
 
@@ -73,10 +74,7 @@ class ResumeState:
             key, state = saved["key"], saved["state"]
             done = len(state["history"])
         except Exception as err:  # truncated, corrupt or foreign: one line, then a fresh start
-            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
-            return self._ignore(
-                f"unreadable ({type(err).__name__}{': ' if reason else ''}{reason})"
-            )
+            return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
         if key != self.key:
             return self._ignore("made with other settings, data or code")
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here

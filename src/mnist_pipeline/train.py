@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from .checkpoints import cpu_state_dict
 from .errors import UserError
 from .loader import get_data
 from .models import get_architecture
@@ -146,7 +147,7 @@ def build_model(config: TrainConfig, device):
 def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
     """Everything a later run needs to continue after ``history`` exactly: plain tensors."""
     return {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": cpu_state_dict(model),
         "optimizer": opt.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": train_dl.generator.get_state(),
