@@ -200,3 +200,50 @@ def test_the_writer_is_local_rank_0_of_the_dvc_node_whatever_its_global_rank(
     for key, value in (env | {distributed.WRITER_ENV: writer_node}).items():
         monkeypatch.setenv(key, value)
     assert distributed.is_writer() is writes
+
+
+def test_a_killed_two_rank_run_resumes_to_the_same_weights(tmp_path):
+    """Rank 0 writes the state after each epoch; on the rerun every rank reads it."""
+    import signal
+
+    import psutil
+
+    write_pickle_gz(tmp_path / "mnist.pkl.gz", make_mnist((6000, 100, 10)))
+    prepare(tmp_path / "mnist.pkl.gz", tmp_path / "prepared")
+    params = write_params(tmp_path / "run", "cnn", {"nproc": 2}, epochs=3)
+
+    def run(out: Path, state: Path, **popen) -> subprocess.Popen:
+        args = train_args(
+            params, "cnn", tmp_path / "prepared", out / "m.pt", out / "h.tsv", out / "t.json"
+        )
+        return subprocess.Popen(
+            stage(*args, "--state", state),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **popen,
+        )
+
+    whole = run(tmp_path / "whole", tmp_path / "whole.pt")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    killed = run(tmp_path / "killed", tmp_path / "state.pt")
+    for line in killed.stdout:
+        if line.startswith("cnn epoch 0:"):  # saved before printed
+            # torchrun starts each rank in a session of its own: kill the whole tree at once.
+            tree = [psutil.Process(killed.pid)]
+            tree += tree[0].children(recursive=True)
+            for process in tree:
+                process.send_signal(signal.SIGKILL)
+            break
+    killed.wait(timeout=60)
+    assert not (tmp_path / "killed" / "m.pt").exists()
+    assert (tmp_path / "state.pt").is_file(), list(tmp_path.iterdir())
+    resumed = run(tmp_path / "killed", tmp_path / "state.pt")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "train: resuming from" in out and "at epoch 1 of 3" in out, out
+    assert "cnn epoch 0:" not in out
+    a = torch.load(tmp_path / "whole" / "m.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "m.pt", weights_only=True)["state_dict"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
