@@ -172,27 +172,27 @@ def cnn_adaptive() -> nn.Module:
 
 
 def fast_cnn() -> nn.Module:
-    """Beyond the tutorial: a small batch-normalised CNN, 99% validation accuracy in 2 epochs.
+    """Beyond the tutorial: a small batch-normalised CNN, 99% validation accuracy in 2 epochs,
+    in less training time than the tutorial's CNN takes for its 93% (BENCHMARKS.md).
 
-    A 5x5 stride-2 first convolution does the full-resolution work with only 8 channels; the
-    weights are channels_last, which makes the oneDNN convolutions about 1.5x faster on CPU.
+    At this size the time goes to BatchNorm, ReLU and pooling more than to the convolutions,
+    so max-pooling comes first where they meet: BatchNorm and ReLU then see 4x fewer values.
+    The weights are channels_last, which makes the oneDNN convolutions faster on the CPU.
     """
-
-    def block(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> list[nn.Module]:
-        return [
-            nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(),
-        ]
-
     return nn.Sequential(
-        *block(1, 8, stride=2, k=5),  # (N, 8, 14, 14)
-        *block(8, 16),
+        nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False),  # (N, 16, 14, 14)
         nn.MaxPool2d(2),  # (N, 16, 7, 7)
-        *block(16, 64),
-        nn.MaxPool2d(2),  # (N, 64, 3, 3)
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(32, 32, 3, padding=1, bias=False),
+        nn.MaxPool2d(2),  # (N, 32, 3, 3)
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
         nn.Flatten(),
-        nn.Linear(64 * 9, 10),
+        nn.Linear(32 * 9, 10),
     ).to(memory_format=torch.channels_last)
 
 
