@@ -10,6 +10,7 @@ import sys
 
 import psutil
 import pytest
+import yaml
 from project import dvc, env, lock_md5s, make_project, set_params
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +121,9 @@ def test_one_cycle_resume_is_exact_and_a_changed_setting_or_corrupt_state_starts
     assert (project / "plots" / "history" / "fast.tsv").read_text() == history
     # A state saved under another lr is not used.
     stop_after_epoch(project, "fast", 0, signal.SIGKILL)
-    set_params(project, lr=0.02)
+    models = yaml.safe_load((project / "params.yaml").read_text())["models"]
+    models["fast"]["lr"] = models["fast"]["lr"] / 2  # fast sets its own lr
+    set_params(project, models=models)
     result = dvc(project, "repro", "train@fast")
     assert "ignoring .resume/fast.pt: made with other settings, data or code" in result.stdout
     assert "fast epoch 0:" in result.stdout and "resuming" not in result.stdout
