@@ -111,3 +111,12 @@ def test_train_stage_declares_every_param_that_decides_its_outputs():
     wanted = (every_key - set(NOT_TRAIN_PARAMS)) | {"models.${key}"}
     assert wanted <= declared, f"train params miss {sorted(wanted - declared)}"
     assert not declared & set(NOT_TRAIN_PARAMS), "a key that decides no output retrains"
+
+
+def test_dvc_lock_holds_no_stage_that_dvc_yaml_lost():
+    """DVC keeps a removed stage's entry in dvc.lock, and every command parses it again.
+    (An entry of a model removed from params.yaml is the user's to keep or drop.)"""
+    defined = stages()
+    for locked in yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]:
+        base, at, _ = locked.partition("@")
+        assert base in defined and bool(at) == ("foreach" in defined[base]), f"stale: {locked}"
