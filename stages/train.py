@@ -83,14 +83,16 @@ def run(args, params, config, rank, world, device) -> None:
 
     writer = distributed.is_writer() and not args.worker
     train_ds, valid_ds = load_datasets(args.prepared, splits=("train", "valid"))
-    data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
-    key = state_key(config.to_dict(), data, code_files(__file__))
-    if world > 1:
-        distributed.check_same(key)
-    resume = None
     # Across several machines only the writer's node has the state file: such runs restart.
-    if params.resume and args.state and params.distributed.nnodes == 1:
-        resume = ResumeState(args.state, key, verbose=writer)
+    resumable = params.resume and args.state and params.distributed.nnodes == 1
+    resume = None
+    if resumable or world > 1:  # what the run trains, hashed: data, settings and code
+        data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
+        key = state_key(config.to_dict(), data, code_files(__file__))
+        if world > 1:
+            distributed.check_same(key)
+        if resumable:
+            resume = ResumeState(args.state, key, verbose=writer)
     wrap = distributed.wrapper(device) if world > 1 else None
     model, history = train_model(
         config,
