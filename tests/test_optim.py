@@ -51,7 +51,7 @@ def test_same_weights_and_schedule_as_torch_optim(kind, onecycle):
         opt_b = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     else:
         opt_a = AdamW(ours.parameters(), lr=0.01, weight_decay=0.01)
-        opt_b = torch.optim.AdamW(theirs.parameters(), lr=0.01, weight_decay=0.01)
+        opt_b = torch.optim.AdamW(theirs.parameters(), lr=0.01, weight_decay=0.01, fused=True)
     sched_a = OneCycle(opt_a, max_lr=0.05, total_steps=STEPS) if onecycle else None
     sched_b = (
         torch.optim.lr_scheduler.OneCycleLR(opt_b, max_lr=0.05, total_steps=STEPS)

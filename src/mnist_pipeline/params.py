@@ -65,6 +65,7 @@ class TrainConfig:
     optimizer: str
     scheduler: str
     weight_decay: float
+    label_smoothing: float
     nproc: int  # distributed.nproc: the global batch is split across it
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +146,9 @@ MODEL_ONLY = {
     "scheduler": _one_of(*SCHEDULERS),
     "weight_decay": Key(
         lambda v: _is_number(v) and v >= 0, "a non-negative number", 0.0, cast=float
+    ),
+    "label_smoothing": Key(
+        lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", 0.0, cast=float
     ),
 }
 DISTRIBUTED = {

@@ -7,6 +7,7 @@ that lets an interrupted run resume).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -76,6 +77,7 @@ def fit(
     train_dl,
     valid_dl,
     *,
+    train_loss_func=None,
     scheduler=None,
     name="model",
     device="cpu",
@@ -84,12 +86,15 @@ def fit(
 ) -> list[dict]:
     """The tutorial's fit, returning a history: one dict per epoch.
 
-    Training continues after the epochs already in ``history`` (a resumed run). A NaN or
-    infinite loss stops training with a DivergenceError naming model, epoch and lr.
+    Training minimises ``train_loss_func`` (``loss_func`` unless given: fast's is
+    label-smoothed) and reports it as train_loss; val_loss is always ``loss_func``. Training
+    continues after the epochs already in ``history`` (a resumed run). A NaN or infinite loss
+    stops training with a DivergenceError naming model, epoch and lr.
     """
     from tqdm import tqdm
 
     history = [] if history is None else history  # appended to in place
+    train_loss_func = train_loss_func or loss_func
     quiet = not sys.stderr.isatty()
     for epoch in range(len(history), epochs):
         start = time.perf_counter()
@@ -98,7 +103,7 @@ def fit(
         bar = tqdm(train_dl, desc=f"{name} epoch {epoch}", leave=False, disable=quiet)
         for xb, yb, weight in bar:
             lr = opt.lr
-            loss, n = loss_batch(model, loss_func, xb, yb, opt, weight)
+            loss, n = loss_batch(model, train_loss_func, xb, yb, opt, weight)
             if not math.isfinite(loss):
                 raise _diverged(name, epoch, "loss", loss, lr)
             if scheduler is not None:
@@ -134,6 +139,13 @@ def seed_everything(seed: int) -> None:
     # not promised byte-identical. torch.use_deterministic_algorithms is left off: importing
     # what it needs costs over 2 s per stage.
     torch.manual_seed(seed)
+
+
+def smoothed(loss_func, label_smoothing: float):
+    """``loss_func`` with label smoothing, or itself when ``label_smoothing`` is 0."""
+    if not label_smoothing:
+        return loss_func
+    return functools.partial(loss_func, label_smoothing=label_smoothing)
 
 
 def build_model(config: TrainConfig, device):
@@ -187,6 +199,8 @@ def train_model(
     lead = rank == 0 if lead is None else lead
     arch = get_architecture(config.arch)
     model, loss_func, opt = build_model(config, device)
+    if arch.fit_data is not None and not state:  # a resumed run loads it with the rest
+        arch.fit_data(model, train_ds.tensors[0])
     net = wrap(model) if wrap else model  # DDP shares the model's parameters and optimizer
     train_dl, valid_dl = get_data(
         train_ds,
@@ -220,6 +234,7 @@ def train_model(
         opt,
         train_dl,
         valid_dl,
+        train_loss_func=smoothed(loss_func, config.label_smoothing),
         scheduler=scheduler,
         name=config.name,
         device=device,
