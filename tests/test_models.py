@@ -2,12 +2,14 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_mnist, train_config
 from torch.utils.data import TensorDataset
 
 from mnist_pipeline.errors import UserError
-from mnist_pipeline.models import ARCHITECTURES, get_architecture
-from mnist_pipeline.train import build_model, train_model
+from mnist_pipeline.loader import Batches
+from mnist_pipeline.models import ARCHITECTURES, WhiteningStem, cross_entropy, get_architecture
+from mnist_pipeline.train import build_model, evaluate_loader, smoothed, train_model
 
 DEVICES = [
     "cpu",
@@ -70,3 +72,56 @@ def test_unknown_architecture_lists_valid_ones():
         UserError, match="unknown model architecture 'vgg'; valid: logistic_scratch"
     ):
         get_architecture("vgg")
+
+
+def stem_responses(stem: WhiteningStem, images: torch.Tensor) -> torch.Tensor:
+    """The stem's filters on every patch it sees, before pooling: (patches, channels)."""
+    out = F.conv2d(images.view(-1, 1, 28, 28), stem.weight.contiguous(), stride=2, padding=2)
+    return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1]).double()
+
+
+def test_whitening_stem_whitens_the_patches_it_was_fit_on(tiny):
+    images = tiny[0].tensors[0]
+    stem = WhiteningStem(components=8)
+    stem.fit(images)
+    responses = stem_responses(stem, images[:2000])
+    first, negated = responses[:, :8], responses[:, 8:]
+    assert torch.equal(negated, -first)  # each filter next to its negation
+    # Unit variance and uncorrelated: the covariance of the responses is the identity.
+    assert torch.allclose(torch.cov(first.T), torch.eye(8, dtype=torch.float64), atol=0.02)
+    again = WhiteningStem(components=8)
+    again.fit(images)
+    assert torch.equal(again.weight, stem.weight)  # deterministic, signs included
+
+
+def test_fast_stem_comes_from_the_training_images_is_not_trained_and_is_saved(tiny):
+    model, _ = train_model(train_config("fast", epochs=2), *tiny, torch.device("cpu"))
+    fitted = WhiteningStem()
+    fitted.fit(tiny[0].tensors[0])
+    assert fitted.weight.abs().sum() > 0
+    assert torch.equal(model[0].weight, fitted.weight)  # set from the data, unchanged by training
+    assert torch.equal(model.state_dict()["0.weight"], fitted.weight)  # so checkpoints carry it
+
+
+def test_label_smoothing_is_in_the_training_loss_not_in_val_loss(tiny):
+    """A learning rate too small to move the weights: train_loss is then the smoothed loss of
+    the initial model on the training set, while val_loss stays plain cross-entropy."""
+    cfg = train_config("logistic", epochs=1, lr=1e-12, bs=512, label_smoothing=0.3)
+    initial, _, _ = build_model(cfg, torch.device("cpu"))
+    model, history = train_model(cfg, *tiny, torch.device("cpu"))
+    x, y = tiny[0].tensors
+    with torch.no_grad():
+        out = initial(x)
+    expected = F.cross_entropy(out, y, label_smoothing=0.3).item()
+    assert history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    plain_train = F.cross_entropy(out, y).item()  # near-uniform outputs: close, yet apart
+    assert history[0]["train_loss"] != pytest.approx(plain_train, rel=1e-4)
+    valid = Batches(*tiny[1].tensors, 512)
+    plain, _ = evaluate_loader(model, cross_entropy, valid, "cpu")
+    assert history[0]["val_loss"] == pytest.approx(plain, rel=1e-6)
+    assert smoothed(cross_entropy, 0.0) is cross_entropy
+
+
+def test_logistic_scratch_refuses_label_smoothing():
+    with pytest.raises(UserError, match="remove optimizer/weight_decay/label_smoothing"):
+        build_model(train_config("logistic_scratch", label_smoothing=0.1), torch.device("cpu"))

@@ -63,6 +63,10 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
         ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
+        (
+            {"models": {"m": {"arch": "cnn", "label_smoothing": 1}}},
+            "models.m.label_smoothing: expected a number in [0, 1), got 1",
+        ),
         ({"resume": "yes"}, "params.yaml: resume: expected true or false, got 'yes'"),
         ({"distributed": {"nproc": 0}}, "distributed.nproc: expected a positive integer"),
         ({"distributed": {"nnodes": 0}}, "distributed.nnodes: expected a positive integer, got 0"),
