@@ -364,8 +364,8 @@ def targets(orch, models) -> list[str]:
 
 
 NOTES = (
-    "`dvc --version` takes 0.14–0.19 s here, so the no-op ratio moves by about ±0.6 from run "
-    "to run (4.6 and 5.8 in two runs on one day). Of a no-op `dvc repro`, cProfile "
+    "`dvc --version` takes only 0.10–0.19 s, so the no-op ratio moves by about ±0.6 from run "
+    "to run (4.6, 5.4 and 5.8 in three runs on two machines). Of a no-op `dvc repro`, cProfile "
     "gives about 0.6 s to DVC's own imports, 0.2 s to its per-stage lock-file edits and 0.2 s "
     "to YAML; none is this project's code. `fast` against `cnn`: the functional SGD that "
     "removed `torch._dynamo` also made `cnn` faster (782 steps per epoch against fast's 196). "
