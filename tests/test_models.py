@@ -35,6 +35,10 @@ def tiny():
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_output_shape(arch, device):
     model, _, _ = build_model(train_config(arch), torch.device(device))
+    fit_data = get_architecture(arch).fit_data
+    if fit_data is not None:  # fast's stem: fitted on the CPU, copied to the device
+        fit_data(model, torch.rand(64, 784))
+        assert model[0].weight.device.type == device and model[0].weight.abs().sum() > 0
     x = torch.rand(5, 784, device=device)
     if get_architecture(arch).image_input:
         x = x.view(-1, 1, 28, 28)

@@ -201,8 +201,10 @@ class WhiteningStem(nn.Module):
         variances, vectors = torch.linalg.eigh(covariance)  # ascending
         variances = variances.flip(0)[: self.components]
         vectors = vectors.flip(1)[:, : self.components]
-        # An eigenvector's sign is arbitrary: make each one's largest entry positive.
-        signs = vectors.gather(0, vectors.abs().argmax(0, keepdim=True)).sign()
+        # An eigenvector's sign is arbitrary: fix it by its product with a ramp, which has no
+        # ties to break the way "the largest entry" would between near-equal entries.
+        ramp = torch.arange(1, k * k + 1, dtype=torch.float64)
+        signs = (ramp @ vectors).sign()
         filters = (vectors * signs / (variances + 1e-4).sqrt()).T.reshape(-1, 1, k, k)
         self.weight.copy_(torch.cat([filters, -filters]).float())
 
