@@ -84,7 +84,7 @@ def curves_png(histories: dict[str, list[dict]], path) -> None:
         acc_ax.plot(
             epochs, [r["val_acc"] for r in history], "-", color=color, marker="o", label=name
         )
-    loss_ax.plot([], [], "k--", label="train (dashed)")
+    loss_ax.plot([], [], "k--", label="train (dashed; as trained: label-smoothed where set)")
     loss_ax.plot([], [], "k-", label="validation (solid)")
     loss_ax.set(title="Loss per epoch", xlabel="epoch", ylabel="cross-entropy loss")
     acc_ax.set(title="Validation accuracy per epoch", xlabel="epoch", ylabel="accuracy")
