@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cpu")
 
 sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers for a temporary copy of the repo
-from project import commit_all, env, set_params, train_args  # noqa: E402
+from project import commit_all, dvc, env, git, set_params, train_args  # noqa: E402
 
 
 # --- 1. data path -------------------------------------------------------------------------
@@ -121,27 +121,13 @@ def old_tree(rev: str) -> Path:
 
 def dvc_floor_repo() -> Path:
     """A scratch git + DVC repo with one trivial stage: what a no-op `dvc repro` costs DVC
-    itself, whatever the pipeline."""
+    itself, whatever the pipeline (env() turns analytics off, as for the other repos)."""
     root = Path(tempfile.mkdtemp(prefix="dvc-floor-"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    run_in(root, "dvc", "init", "-q")
-    run_in(root, "dvc", "config", "core.analytics", "false")
+    git(root, "init", "-q")
+    dvc(root, "init", "-q")
     (root / "a.txt").write_text("a\n")
-    run_in(
-        root,
-        "dvc",
-        "stage",
-        "add",
-        "-q",
-        "-n",
-        "copy",
-        "-d",
-        "a.txt",
-        "-o",
-        "b.txt",
-        "cp a.txt b.txt",
-    )
-    run_in(root, "dvc", "repro", "-q")
+    dvc(root, "stage", "add", "-q", "-n", "copy", "-d", "a.txt", "-o", "b.txt", "cp a.txt b.txt")
+    dvc(root, "repro", "-q")
     return root
 
 

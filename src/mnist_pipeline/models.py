@@ -183,7 +183,7 @@ class WhiteningStem(nn.Module):
 
     def __init__(self, components: int = 16, kernel: int = 5) -> None:
         super().__init__()
-        self.components, self.kernel = components, kernel
+        self.kernel = kernel
         self.register_buffer("weight", torch.zeros(2 * components, 1, kernel, kernel))
 
     @torch.no_grad()
@@ -199,8 +199,9 @@ class WhiteningStem(nn.Module):
         mean = patches.mean(0)
         covariance = (patches.T @ patches / len(patches) - torch.outer(mean, mean)).double()
         variances, vectors = torch.linalg.eigh(covariance)  # ascending
-        variances = variances.flip(0)[: self.components]
-        vectors = vectors.flip(1)[:, : self.components]
+        components = len(self.weight) // 2  # each filter is there with its negation
+        variances = variances.flip(0)[:components]
+        vectors = vectors.flip(1)[:, :components]
         # An eigenvector's sign is arbitrary: fix it by its product with a ramp, which has no
         # ties to break the way "the largest entry" would between near-equal entries.
         ramp = torch.arange(1, k * k + 1, dtype=torch.float64)
