@@ -1,6 +1,6 @@
-"""Resume an interrupted training run from the last completed epoch.
+"""Resume an interrupted training run from the last completed epoch: all of it lives here.
 
-After each epoch a train stage saves a ``train.snapshot`` (weights, optimizer buffers, schedule
+After each epoch a train stage saves a ``snapshot`` (weights, optimizer buffers, schedule
 position, shuffle generator, history) to a state file that DVC neither caches nor deletes
 (``.resume/<model>.pt``, git- and dvc-ignored). The file is keyed by everything that decides
 the result: the resolved model config, the prepared data and the training code. The next run
@@ -16,9 +16,31 @@ import sys
 from pathlib import Path
 
 from .atomic import torch_save
+from .checkpoints import cpu_state_dict
 from .errors import first_line
 
 FORMAT = 1
+
+
+def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
+    """Everything a later run needs to continue after ``history`` exactly: plain tensors."""
+    return {
+        "model": cpu_state_dict(model),
+        "optimizer": opt.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": train_dl.generator.get_state(),
+        "history": history,
+    }
+
+
+def restore(state: dict, model, opt, scheduler, train_dl) -> list[dict]:
+    """Load a ``snapshot`` back into fresh objects; return the history it had reached."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    train_dl.generator.set_state(state["generator"])
+    return state["history"]
 
 
 def _file_digest(path: Path, h) -> None:
@@ -36,7 +58,7 @@ def code_files(script: str | os.PathLike) -> list[Path]:
         for name, m in list(sys.modules.items())
         if name.startswith(__package__ + ".") and getattr(m, "__file__", None)
     }
-    return [Path(script).resolve(), *sorted(p for p in loaded if p.parent == package)]
+    return [Path(script).resolve(), *sorted(p for p in loaded if p.is_relative_to(package))]
 
 
 def state_key(config: dict, data_files: list[Path], code: list[Path]) -> str:
