@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .params import DistributedConfig
+from .threads import per_process
 
 ERROR_DIR_ENV = "MNIST_PIPELINE_RANK_ERRORS"
 WRITER_ENV = "MNIST_PIPELINE_WRITER_NODE"
@@ -51,9 +52,18 @@ def torchrun_args(config: DistributedConfig, run_id: str) -> list[str]:
 
 
 def launch(
-    config: DistributedConfig, run_id: str, script: str, argv: list[str], *, writer: bool = True
+    config: DistributedConfig,
+    run_id: str,
+    script: str,
+    argv: list[str],
+    *,
+    threads: int = 0,
+    writer: bool = True,
 ) -> None:
-    """Run ``script argv`` under torchrun; on failure raise the failing rank's own error."""
+    """Run ``script argv`` under torchrun; on failure raise the failing rank's own error.
+
+    ``threads`` (params.yaml's, for the whole stage) is shared among the node's ranks.
+    """
     with tempfile.TemporaryDirectory(prefix="mnist-ddp-") as errors:
         cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(config, run_id)]
         cmd += [script, *argv]
@@ -61,7 +71,7 @@ def launch(
             **os.environ,
             ERROR_DIR_ENV: errors,
             WRITER_ENV: "1" if writer else "0",
-            "OMP_NUM_THREADS": str(_threads(config.nproc)),
+            "OMP_NUM_THREADS": str(per_process(threads, config.nproc)),
         }
         result = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if result.returncode == 0:
@@ -80,10 +90,6 @@ def launch(
         raise UserError(f"torchrun exited with status {result.returncode}; see the log above")
 
 
-def _threads(nproc: int) -> int:
-    return max(1, (os.cpu_count() or 1) // nproc)
-
-
 def record_rank_error(message: str) -> None:
     """Leave this rank's one-line error where the launching process will find it."""
     folder = os.environ.get(ERROR_DIR_ENV)
@@ -91,8 +97,11 @@ def record_rank_error(message: str) -> None:
         Path(folder, f"rank{os.environ.get('RANK', '0')}.txt").write_text(message + "\n")
 
 
-def setup(device_spec: str):
-    """Join the process group; return (rank, world, device). gloo on CPU, nccl on CUDA."""
+def setup(device_spec: str, threads: int = 0):
+    """Join the process group; return (rank, world, device). gloo on CPU, nccl on CUDA.
+
+    The node's ranks share params.yaml's ``threads``: ``threads // nproc`` torch threads each.
+    """
     import torch
     import torch.distributed as dist
 
@@ -106,7 +115,7 @@ def setup(device_spec: str):
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"device {device_spec!r}: distributed training runs on cpu or cuda only")
-    torch.set_num_threads(_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    torch.set_num_threads(per_process(threads, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
