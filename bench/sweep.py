@@ -1,15 +1,16 @@
 """Parallel sweeps: a queued sweep with `-j J` and `threads = cores / J`, against the same
 experiments run one by one, side by side in one run, on real MNIST.
 
-In a temporary copy of the repository with one model (`cnn`, 1 epoch by default), after one
+In a temporary copy of the repository with one model (`cnn`, params.yaml's epochs), after one
 baseline `dvc repro`:
   1. one by one: `dvc exp run -S threads=T -S lr=X` for each lr, with T = cores / J;
   2. one by one at `threads = cores` (each run alone with every core: the fastest one by one);
   3. queued: `dvc exp run --queue -S threads=T -S lr=...` and `dvc queue start -j J`.
 It prints each phase's seconds, the queue's time as a ratio to each one-by-one phase, whether
 the queued models are byte-identical to those of the same settings run one by one (1.), and
-whether `dvc exp show` shows `threads`. Then `dvc queue stop`, and any DVC process of the copy
-that outlives it. With --oversubscribed, also the queue at `threads = cores` (slow: minutes).
+whether `dvc exp show` shows `threads`, and any DVC process of the copy still alive 20 s after
+the queue emptied (the workers exit by themselves 10 s after). With --oversubscribed, also
+the queue at `threads = cores` (slow: minutes).
 
 The lrs differ from params.yaml's, so no experiment equals the baseline, and DVC's run cache
 is emptied before each phase, so every experiment trains.
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -73,17 +75,22 @@ def queued(project: Path, lrs: list[str], threads: int, jobs: int) -> tuple[floa
     before = {e["rev"] for e in experiments(project)}
     forget_runs(project)
     dvc(project, "exp", "run", "--queue", "-S", f"threads={threads}", "-S", f"lr={','.join(lrs)}")
+    refs = exp_refs(project)
     start = time.monotonic()
     dvc(project, "queue", "start", "-j", str(jobs))
-    while True:
-        status = dvc(project, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(1)
+    # Each experiment that succeeds adds a git ref. Waiting on those costs next to nothing,
+    # while `dvc queue status` is a DVC process that would take CPU from the workers.
+    last_status = start
+    while len(exp_refs(project) - refs) < len(lrs):
+        time.sleep(0.2)
+        if time.monotonic() - last_status > 30:
+            last_status = time.monotonic()
+            status = dvc(project, "queue", "status").stdout
+            if "Failed" in status or ("Queued" not in status and "Running" not in status):
+                raise SystemExit(f"a queued experiment failed:\n{status}")
     seconds = time.monotonic() - start
-    if "Failed" in status:
-        raise SystemExit(f"a queued experiment failed:\n{status}")
-    dvc(project, "queue", "stop")
+    # No `dvc queue stop`: the workers exit 10 s after the queue is empty, and a stop sent once
+    # they are gone stays in the broker and stops the next sweep's workers after one experiment.
     leftovers = surviving_workers(project)
     runs = {}
     for exp in experiments(project):
@@ -91,6 +98,10 @@ def queued(project: Path, lrs: list[str], threads: int, jobs: int) -> tuple[floa
             values = exp["data"]["params"]["params.yaml"]["data"]
             runs[f"{values['lr']:g}"] = (model_md5(project, exp["rev"]), values.get("threads"))
     return seconds, runs, leftovers
+
+
+def exp_refs(project: Path) -> set[str]:
+    return set(git(project, "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split())
 
 
 def experiments(project: Path) -> list[dict]:
@@ -104,8 +115,8 @@ def experiments(project: Path) -> list[dict]:
     return found
 
 
-def surviving_workers(project: Path, wait: float = 15) -> list[str]:
-    """DVC processes of ``project`` still alive ``wait`` seconds after `dvc queue stop`."""
+def surviving_workers(project: Path, wait: float = 20) -> list[str]:
+    """DVC processes of ``project`` still alive ``wait`` seconds after its queue emptied."""
     time.sleep(wait)
     alive = []
     for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
@@ -118,6 +129,14 @@ def surviving_workers(project: Path, wait: float = 15) -> list[str]:
     return alive
 
 
+def phase(title: str, measure, *args):
+    """Run one phase, printing its title, its seconds and the load average around it."""
+    print(f"{title} ... ({load()})", flush=True)
+    result = measure(*args)
+    print(f"  {result[0]:.1f}s ({load()})", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -127,7 +146,8 @@ def main() -> None:
         "--lrs", default="0.03,0.05,0.1,0.2", help="the sweep (default: %(default)s)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="queue workers (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=1, help="of cnn (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help="of cnn (default: params.yaml's)")
+    parser.add_argument("--rounds", type=int, default=1, help="of the 3 phases (default: 1)")
     parser.add_argument("--oversubscribed", action="store_true", help="also queue at threads=cores")
     args = parser.parse_args()
     lrs, n = args.lrs.split(","), cores()
@@ -143,40 +163,52 @@ def main() -> None:
         local = next(s for s in sources if s.get("url") == "")  # the slot for a local copy
         set_params(
             project,
-            epochs=args.epochs,
+            **({"epochs": args.epochs} if args.epochs else {}),
             fetch={"timeout": 30, "sources": [local | {"url": str(mnist)}]},
             models={"cnn": {"arch": "cnn"}},
         )
         commit_all(project, "sweep bench")
         dvc(project, "repro")  # fetch, prepare, a baseline: what every experiment reuses
         commit_all(project, "baseline")
-        print(f"{n} cores; {len(lrs)} experiments of cnn, {args.epochs} epoch(s), lr {args.lrs}")
+        epochs = yaml.safe_load((project / "params.yaml").read_text())["epochs"]
+        print(f"{n} cores; {len(lrs)} experiments of cnn, {epochs} epoch(s), lr {args.lrs}")
 
-        print(f"one by one, threads={threads} ... ({load()})", flush=True)
-        alone_t, alone_md5 = one_by_one(project, lrs, threads)
-        print(f"  {alone_t:.1f}s ({load()})")
-        print(f"one by one, threads={n} ... ({load()})", flush=True)
-        full_t, full_md5 = one_by_one(project, lrs, n)
-        print(f"  {full_t:.1f}s ({load()})")
-        print(f"queued, -j {args.jobs}, threads={threads} ... ({load()})", flush=True)
-        queue_t, runs, leftovers = queued(project, lrs, threads, args.jobs)
-        print(f"  {queue_t:.1f}s ({load()})")
-
-        same = all(runs[f"{float(lr):g}"][0] == alone_md5[lr] for lr in lrs)
-        shown = all(shown == threads for _, shown in runs.values())
-        differ = sum(alone_md5[lr] != full_md5[lr] for lr in lrs)
-        print(f"queued / one by one at threads={threads}: {queue_t / alone_t:.2f}")
-        print(f"queued / one by one at threads={n}: {queue_t / full_t:.2f}")
-        print(f"queued models byte-identical to one by one at threads={threads}: {same}")
-        print(f"models at threads={threads} that differ from threads={n}: {differ} of {len(lrs)}")
-        print(f"dvc exp show shows threads={threads} for every queued run: {shown}")
-        print(f"DVC processes alive 15s after `dvc queue stop`: {leftovers or 'none'}")
+        ratios, full_ratios = [], []
+        for r in range(1, args.rounds + 1):  # each round runs the three phases in turn
+            alone_t, alone_md5 = phase(
+                f"{r}: one by one, threads={threads}", one_by_one, project, lrs, threads
+            )
+            full_t, full_md5 = phase(f"{r}: one by one, threads={n}", one_by_one, project, lrs, n)
+            queue_t, runs, leftovers = phase(
+                f"{r}: queued, -j {args.jobs}, threads={threads}",
+                queued,
+                project,
+                lrs,
+                threads,
+                args.jobs,
+            )
+            ratios.append(queue_t / alone_t)
+            full_ratios.append(queue_t / full_t)
+            same = all(runs[f"{float(lr):g}"][0] == alone_md5[lr] for lr in lrs)
+            shown = all(shown == threads for _, shown in runs.values())
+            differ = sum(alone_md5[lr] != full_md5[lr] for lr in lrs)
+            print(f"  queued / one by one at threads={threads}: {ratios[-1]:.2f}")
+            print(f"  queued / one by one at threads={n}: {full_ratios[-1]:.2f}")
+            print(f"  queued models byte-identical to one by one at threads={threads}: {same}")
+            print(f"  models at threads={threads} unlike threads={n}: {differ} of {len(lrs)}")
+            print(f"  dvc exp show shows threads={threads} for every queued run: {shown}")
+            print(f"  DVC processes alive 20s after the queue emptied: {leftovers or 'none'}")
+            if not same:
+                raise SystemExit("the queued models differ from those run one by one")
+        print(
+            f"median over {args.rounds} round(s): queued / one by one at threads={threads} "
+            f"{statistics.median(ratios):.2f}, at threads={n} {statistics.median(full_ratios):.2f}"
+        )
         if args.oversubscribed:
-            print(f"queued, -j {args.jobs}, threads={n} ... ({load()})", flush=True)
-            over_t, _, _ = queued(project, lrs, n, args.jobs)
-            print(f"  {over_t:.1f}s; / one by one at threads={n}: {over_t / full_t:.2f}")
-        if not same:
-            raise SystemExit("the queued models differ from those run one by one")
+            over_t, _, _ = phase(
+                f"queued, -j {args.jobs}, threads={n}", queued, project, lrs, n, args.jobs
+            )
+            print(f"  queued at threads={n} / one by one at threads={n}: {over_t / full_t:.2f}")
     finally:
         dvc(root / "project", "queue", "stop", "--kill", check=False)
         shutil.rmtree(root, ignore_errors=True)

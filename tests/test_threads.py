@@ -95,7 +95,7 @@ def test_an_oversubscribed_stage_says_so_in_one_line(tmp_path, capsys):
         pass
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
-        f"warning: oversubscribed: 2 train stages use {cores() + 1} torch threads on {cores()} "
+        f"warning: oversubscribed: 2 running stages use {cores() + 1} torch threads on {cores()} "
         "cores and will run slower; give each job threads <= cores / jobs "
         "(-S threads=N, docs/scaling.md)"
     ]
@@ -122,5 +122,5 @@ def test_the_train_stage_sets_its_threads_and_warns_when_oversubscribed(prepared
     assert result.returncode == 0, result.stderr
     assert json.loads(out[2].read_text())["threads"] == 2
     warnings = [line for line in result.stderr.splitlines() if "oversubscribed" in line]
-    assert len(warnings) == 1 and "2 train stages use" in warnings[0], result.stderr
+    assert len(warnings) == 1 and "2 running stages use" in warnings[0], result.stderr
     assert [p.name for p in folder.iterdir()] == [str(os.getpid())]

@@ -4,20 +4,21 @@ On the CPU the thread count decides how torch splits its sums, so it decides a m
 it is a param that DVC records, not a property of the machine. ``threads: 0`` keeps torch's
 default, one per core (or $OMP_NUM_THREADS), which then depends on the machine.
 
-Two train stages on the same cores (``dvc queue start -j 2``) each want their threads, and
-torch's threads spin while they wait for each other: past the core count a stage runs many
-times slower. Each train stage records its threads in a folder of the temporary directory, one
-file per process, and one that finds the stages running here want more threads than there are
-cores says so in one line.
+Two stages on the same cores (``dvc queue start -j 2``) each want their threads, and torch's
+threads spin while they wait for each other: past the core count a stage runs many times
+slower. Each train and evaluate stage records its threads in a folder of the temporary
+directory, one file per process, and one that finds the stages running here want more threads
+than there are cores says so in one line.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RUNNING_ENV = "MNIST_PIPELINE_RUNNING_DIR"  # where the running stages are recorded
@@ -82,30 +83,42 @@ def _running(folder: Path) -> list[int]:
     return found
 
 
-@contextlib.contextmanager
-def registered(threads: int, folder: Path | None = None) -> Iterator[None]:
-    """Record this process's ``threads`` while the block runs. On entry, print one line if the
-    train stages running here (this one included) want more threads than there are cores."""
+def register(threads: int, folder: Path | None = None) -> Callable[[], None]:
+    """Record that this process computes with ``threads`` threads, until the returned function
+    or the process's exit removes the record. Print one line if the stages running here (this
+    one included) want more threads than there are cores."""
     folder = folder or running_dir()
     me = folder / str(os.getpid())
+
+    def remove() -> None:
+        me.unlink(missing_ok=True)
+        atexit.unregister(remove)
+
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         me.write_text(f"{threads} {_started(os.getpid())}\n")
+        atexit.register(remove)
         running = _running(folder)
     except OSError:  # no writable temporary folder: no check, the run goes on
-        yield
-        return
+        return remove
+    total, n = sum(running), len(running)
+    if total > cores():
+        stages = f"{n} running stages use" if n > 1 else "this stage uses"
+        print(
+            f"warning: oversubscribed: {stages} {total} torch threads on {cores()} cores "
+            "and will run slower; give each job threads <= cores / jobs "
+            "(-S threads=N, docs/scaling.md)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return remove
+
+
+@contextlib.contextmanager
+def registered(threads: int, folder: Path | None = None) -> Iterator[None]:
+    """``register`` for the duration of a block."""
+    remove = register(threads, folder)
     try:
-        total, n = sum(running), len(running)
-        if total > cores():
-            stages = f"{n} train stages use" if n > 1 else "this train stage uses"
-            print(
-                f"warning: oversubscribed: {stages} {total} torch threads on {cores()} cores "
-                "and will run slower; give each job threads <= cores / jobs "
-                "(-S threads=N, docs/scaling.md)",
-                file=sys.stderr,
-                flush=True,
-            )
         yield
     finally:
-        me.unlink(missing_ok=True)
+        remove()
