@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, code_running_pickle, make_mnist, tiny_params, write_pickle_gz
-from project import set_params, train_args
+from project import commit_all, dvc, make_project, set_params, train_args
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -325,3 +325,29 @@ def test_a_real_full_disk_is_one_line_and_leaves_nothing(stage, room, work, caps
     assert re.fullmatch(full, line), line
     left = sorted(str(p.relative_to(full_tmpfs)) for p in full_tmpfs.rglob("*") if p.is_file())
     assert left == ["filler"], f"left behind: {left}"
+
+
+# Issue 18, case 5: dvc.yaml puts a model's name (${key}) into train's shell command.
+
+
+@pytest.mark.e2e
+def test_a_model_name_never_reaches_the_shell(tmp_path):
+    """Real dvc repro: check_params refuses the name before any train stage's command runs,
+    even when only that stage is asked for (train stages depend on check_params's stamp)."""
+    project = make_project(tmp_path, models=("logistic",))
+    evil = "x;touch PWNED;"
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["models"][evil] = {"arch": "logistic"}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    commit_all(project, "a model name with a shell command in it")
+    refusal = (
+        f"error: params.yaml: models: model name {evil!r} is not allowed; "
+        "use 1-64 letters, digits, _ or -, starting with a letter or _"
+    )
+    for target in ([], ["train"], [f"train@{evil}"]):
+        result = dvc(project, "repro", *target, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output
+        assert refusal in output.splitlines(), output
+        assert "Running stage 'train@" not in output, output
+        assert not (project / "PWNED").exists(), f"dvc repro {target} ran the shell command"
