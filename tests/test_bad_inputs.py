@@ -158,12 +158,50 @@ def relabel_as_cnn(path: Path) -> None:
         (lambda p: p.write_bytes(p.read_bytes()[:200]), UNLOADABLE),
         (lambda p: torch.save({"state_dict": NotATensor()}, p), UNLOADABLE),
         (relabel_as_cnn, f"checkpoint architecture 'cnn' does not match params arch '{MODEL}'"),
+        (
+            lambda p: torch.save({"state_dict": {}, "config": "cnn"}, p),
+            "config is a str, not a mapping of names to settings",
+        ),
+        (
+            lambda p: torch.save({"state_dict": [1.0], "config": {"arch": MODEL}}, p),
+            "state_dict is a list, not a mapping of names to tensors",
+        ),
     ],
-    ids=["missing", "truncated", "pickled-object", "wrong-architecture"],
+    ids=[
+        "missing",
+        "truncated",
+        "pickled-object",
+        "wrong-architecture",
+        "config-a-string",
+        "state_dict-a-list",
+    ],
 )
 def test_evaluate_with_a_bad_checkpoint(damage, message, work, capsys):
     damage(work / "models" / f"{MODEL}.pt")
     fails_cleanly("evaluate", work, capsys, f"{work}/models/{MODEL}.pt: {message}")
+
+
+class RunsShell:
+    """Unpickling this would run a shell command (os.system: posix.system on Linux)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_refused_checkpoint_names_the_refused_global(work, capsys):
+    """Not PyTorch's advice cut at 160 characters: the global it refused (issue 18, case 8)."""
+    marker = work / "code-ran"
+    ckpt = work / "models" / f"{MODEL}.pt"
+    torch.save({"state_dict": RunsShell(marker), "config": {"arch": MODEL}}, ckpt)
+    line = fails_cleanly("evaluate", work, capsys, f"{ckpt}: ")
+    assert line == (
+        f"error: {ckpt}: not a loadable weights-only checkpoint "
+        f"(Unsupported global: {os.system.__module__}.system)"
+    )
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
@@ -206,6 +244,39 @@ def test_check_params_in_its_own_process_is_one_stderr_line(work):
     assert result.stderr.splitlines() == [
         f"error: {params}: lr: expected a positive number, got 'fast'"
     ]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "seed: 18446744073709551616",
+            "seed: expected an integer 0..18446744073709551615, got 18446744073709551616",
+        ),
+        ("lr: 1e-3", None),  # YAML 1.2, as DVC reads it: a float
+        (
+            "fetch: {timeout: .inf, sources: [{url: '', checksums: ['md5:" + "0" * 32 + "']}]}",
+            "fetch.timeout: expected a number of seconds in (0, 86400], got inf",
+        ),
+    ],
+    ids=["huge-seed", "lr-1e-3", "infinite-timeout"],
+)
+def test_numbers_through_check_params_are_one_line(line, message, work):
+    """Issue 18, case 6: each of these was a traceback (or a refusal of 1e-3)."""
+    params = work / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw.pop(line.split(":")[0])
+    params.write_text(yaml.safe_dump(raw) + line + "\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "check_params.py"), "--params", str(params)],
+        capture_output=True,
+        text=True,
+    )
+    if message is None:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {params}: {message}"]
 
 
 def test_a_real_bug_keeps_its_traceback():
