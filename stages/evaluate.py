@@ -86,14 +86,12 @@ def score(args, name, config, splits, device) -> dict:
     """One model's metrics and validation results, in memory."""
     from mnist_pipeline.checkpoints import load_checkpoint
     from mnist_pipeline.evaluate import classification_metrics, predict
-    from mnist_pipeline.models import get_architecture
 
-    model, ckpt = load_checkpoint(Path(args.models_dir, f"{name}.pt"), config, device)
-    arch = get_architecture(config.arch)
+    model, ckpt, spec = load_checkpoint(Path(args.models_dir, f"{name}.pt"), config, device)
     results = {}
     for split, (x, y) in splits.items():
-        outputs = predict(model, x, 2 * config.bs, arch.image_input, device)
-        results[split] = classification_metrics(outputs, y, arch.loss_func)
+        outputs = predict(model, x, 2 * config.bs, spec.image_input, device)
+        results[split] = classification_metrics(outputs, y, spec.loss)
     valid, test = results["valid"], results["test"]
     metrics = {
         "val_loss": round(valid["loss"], 6),

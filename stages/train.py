@@ -2,7 +2,8 @@
 
 Outputs (each written atomically):
   models/<name>.pt               state_dict + resolved config + device, weights_only-loadable
-  plots/history/<name>.tsv       per epoch: train_loss, val_loss, val_acc (deterministic)
+  plots/history/<name>.tsv       per epoch: train_loss, val_loss, val_acc (deterministic);
+                                 rewritten after every epoch, so it grows while the stage runs
   metrics/train/<name>.json      wall-clock seconds per epoch and the device (not deterministic)
 
 After every epoch the state needed to continue is saved to --state (kept by neither git nor
@@ -93,7 +94,16 @@ def run(args, params, config, rank, world, device) -> None:
             distributed.check_same(key)
         if resumable:
             resume = ResumeState(args.state, key, verbose=writer)
-    wrap = distributed.wrapper(device) if world > 1 else None
+
+    def after_epoch(state: dict) -> None:
+        """The writer, after each epoch: the resume state, then the history so far."""
+        if resume:
+            resume.save(state)
+        write_history(args.history, state["history"])  # grows while the stage runs
+
+    state = resume.load(config.epochs) if resume else None
+    if state and writer:  # the history of a resumed run starts from the epochs already done
+        write_history(args.history, state["history"])
     model, history = train_model(
         config,
         train_ds,
@@ -101,10 +111,10 @@ def run(args, params, config, rank, world, device) -> None:
         device,
         rank=rank,
         world=world,
-        wrap=wrap,
+        wrap=distributed.wrapper(device) if world > 1 else None,
         lead=writer,
-        state=resume.load(config.epochs) if resume else None,
-        on_epoch=resume.save if resume else None,
+        state=state,
+        on_epoch=after_epoch if writer else None,
     )
     if not writer:
         return

@@ -36,6 +36,18 @@ def make_mnist(sizes=(256, 128, 128), seed: int = 0):
     return tuple(make_split(n, rng, templates) for n in sizes)
 
 
+def tiny_datasets(sizes=(256, 128)):
+    """Train and valid TensorDatasets of tiny learnable MNIST-shaped data."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    (xt, yt), (xv, yv), _ = make_mnist((*sizes, 8))
+    return (
+        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+    )
+
+
 def write_pickle_gz(path: Path, obj: object) -> str:
     """Write obj as a gzip'd pickle (protocol 2, like the real file); return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import yaml
 from conftest import REPO, make_mnist, write_pickle_gz
 
 # Produced by the pipeline or by tools: never copied into a test project.
 SKIP = ("dvc.lock", "metrics/", "plots/", "BENCHMARKS.md")
+# Outputs that hold wall-clock times, so they differ between runs by design.
+TIMING = ("metrics/train/", "metrics/summary.md")
 
 
 def env() -> dict:
@@ -29,9 +33,15 @@ def env() -> dict:
     }
 
 
+def project_env(cwd: Path) -> dict:
+    """env(), with a project copy's own src/ first on the path: its stages run its code."""
+    src = Path(cwd) / "src"
+    return env() | ({"PYTHONPATH": str(src)} if (src / "mnist_pipeline").is_dir() else {})
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600):
     result = subprocess.run(
-        cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -67,12 +77,28 @@ def tracked_files() -> list[str]:
     return [f for f in out.splitlines() if not f.startswith(SKIP) and (REPO / f).is_file()]
 
 
+def plots_page(root: Path) -> Path:
+    """The page template of `dvc plots show` that ``root``'s .dvc/config names."""
+    from configobj import ConfigObj
+
+    config = ConfigObj(str(root / ".dvc" / "config"))
+    return root / ".dvc" / config["plots"]["html_template"]
+
+
 def copy_repo(project: Path) -> Path:
     """Copy this repository's source files (no outputs) to ``project``."""
     for rel in tracked_files():
         dest = project / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dest)
+    # Made by `make install` and git-ignored, as in a user's checkout: copy it, or make it.
+    page, dest = plots_page(REPO), plots_page(project)
+    if page.is_file():
+        shutil.copy2(page, dest)
+    else:
+        from mnist_pipeline import plots_page as make_page
+
+        make_page.main([str(dest)])
     return project
 
 
@@ -131,3 +157,62 @@ def lock_md5s(project: Path) -> dict[str, str]:
         for stage in lock["stages"].values()
         for out in stage.get("outs", [])
     }
+
+
+def outputs(name: str) -> tuple[str, ...]:
+    """What a train stage writes once it ends (its history grows epoch by epoch before)."""
+    return (f"models/{name}.pt", f"metrics/train/{name}.json")
+
+
+def restore_default_sigint() -> None:
+    # A shell that starts jobs in the background (`make test &`, some CI runners) leaves SIGINT
+    # ignored in every child, and Python then never raises KeyboardInterrupt. A terminal's
+    # Ctrl-C would reach the stage; give the processes we start that same disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_after_epoch(project, name: str, epoch: int, sig, epochs: int) -> str:
+    """Run `dvc repro -f -s train@<name>`; once it prints ``epoch``'s line, send ``sig`` to the
+    stage. Return everything the run printed."""
+    repro = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", f"train@{name}"],
+        cwd=project,
+        env=project_env(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=restore_default_sigint,
+    )
+    log = []
+    for line in repro.stdout:  # the state of this epoch is saved before its line is printed
+        log.append(line)
+        if line.startswith(f"{name} epoch {epoch}:"):
+            break
+    # DVC runs the command through $SHELL or /bin/sh; a shell such as dash does not exec
+    # it, and a signal to that shell would wait for training to end. Signal the process
+    # that trains: the one whose command line names the script and has no such child.
+    named = [
+        p
+        for p in psutil.Process(repro.pid).children(recursive=True)
+        if "stages/train.py" in " ".join(p.cmdline())
+    ]
+    stage = [p for p in named if not any(c in named for c in p.children(recursive=True))]
+    assert len(stage) == 1, "".join(log)
+    stage[0].send_signal(sig)
+    rest, _ = repro.communicate(timeout=120)
+    text = "".join(log) + rest
+    assert repro.returncode != 0, text
+    assert f"{name} epoch {epochs - 1}:" not in rest, text  # it really stopped before the end
+    for rel in outputs(name):
+        assert not (project / rel).exists(), f"{sig!r}: partial output {rel} left behind"
+    history = project / "plots" / "history" / f"{name}.tsv"
+    printed = [
+        int(line.split()[2].rstrip(":"))
+        for line in text.splitlines()
+        if line.startswith(f"{name} epoch")
+    ]
+    if history.exists():  # the epochs done so far (a resumed run's too), each once, in order
+        epochs = [int(row.split("\t")[0]) for row in history.read_text().splitlines()[1:]]
+        assert epochs == list(range(len(epochs))) and len(epochs) > max(printed), epochs
+    assert not list(project.rglob(".*.tmp"))
+    return text

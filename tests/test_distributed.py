@@ -25,6 +25,7 @@ from mnist_pipeline.train import train_model
 # float32 rounding, not bit for bit. Measured differences are <= 5e-8; this bound is tight enough
 # that one mis-weighted or dropped shard (a difference of order 1e-2) fails it.
 ATOL = 1e-5
+pytestmark = pytest.mark.e2e  # runs torchrun: not in `make test-unit`
 
 
 @pytest.fixture(scope="module")

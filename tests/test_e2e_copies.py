@@ -8,12 +8,11 @@ import shutil
 import time
 
 import pytest
-from project import commit_all, dvc, git, lock_md5s, reproduced_project
+from project import TIMING, commit_all, dvc, git, lock_md5s, reproduced_project
 
 pytestmark = pytest.mark.e2e
 
 # Outputs that hold wall-clock times, so they differ between runs by design.
-TIMING = ("metrics/train/", "metrics/summary.md")
 
 
 @pytest.fixture(scope="module")

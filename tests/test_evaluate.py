@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from torch.nn.functional import cross_entropy
 
 from mnist_pipeline.evaluate import classification_metrics, confusion_matrix, predict
-from mnist_pipeline.models import cross_entropy
 from mnist_pipeline.summary import summary_table
 
 

@@ -4,69 +4,18 @@ byte-identical to a run that was never stopped."""
 
 from __future__ import annotations
 
+import io
 import signal
-import subprocess
-import sys
+import struct
+import zipfile
 
-import psutil
 import pytest
 import yaml
-from project import dvc, env, lock_md5s, make_project, set_params
+from project import TIMING, dvc, lock_md5s, make_project, set_params, stop_after_epoch
 
 pytestmark = pytest.mark.e2e
 
 EPOCHS = 4
-# Outputs that hold wall-clock times, so they differ between runs by design.
-TIMING = ("metrics/train/", "metrics/summary.md")
-
-
-def outputs(name: str) -> tuple[str, ...]:
-    return (f"models/{name}.pt", f"plots/history/{name}.tsv", f"metrics/train/{name}.json")
-
-
-def restore_default_sigint() -> None:
-    # A shell that starts jobs in the background (`make test &`, some CI runners) leaves SIGINT
-    # ignored in every child, and Python then never raises KeyboardInterrupt. A terminal's
-    # Ctrl-C would reach the stage; give the processes we start that same disposition.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop_after_epoch(project, name: str, epoch: int, sig) -> str:
-    """Run `dvc repro -f -s train@<name>`; once it prints ``epoch``'s line, send ``sig`` to the
-    stage. Return everything the run printed."""
-    repro = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", f"train@{name}"],
-        cwd=project,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=restore_default_sigint,
-    )
-    log = []
-    for line in repro.stdout:  # the state of this epoch is saved before its line is printed
-        log.append(line)
-        if line.startswith(f"{name} epoch {epoch}:"):
-            break
-    # DVC runs the command through $SHELL or /bin/sh; a shell such as dash does not exec
-    # it, and a signal to that shell would wait for training to end. Signal the process
-    # that trains: the one whose command line names the script and has no such child.
-    named = [
-        p
-        for p in psutil.Process(repro.pid).children(recursive=True)
-        if "stages/train.py" in " ".join(p.cmdline())
-    ]
-    stage = [p for p in named if not any(c in named for c in p.children(recursive=True))]
-    assert len(stage) == 1, "".join(log)
-    stage[0].send_signal(sig)
-    rest, _ = repro.communicate(timeout=120)
-    text = "".join(log) + rest
-    assert repro.returncode != 0, text
-    assert f"{name} epoch {EPOCHS - 1}:" not in rest, text  # it really stopped before the end
-    for rel in outputs(name):
-        assert not (project / rel).exists(), f"{sig!r}: partial output {rel} left behind"
-    assert not list(project.rglob(".*.tmp"))
-    return text
 
 
 def exact(md5s: dict) -> dict:
@@ -85,11 +34,11 @@ def project(tmp_path_factory):
 def test_interrupted_runs_resume_and_match_an_uninterrupted_run(project):
     state = project / ".resume" / "cnn.pt"
     # Ctrl-C after epoch 0: no output, but the state of epoch 0 is kept.
-    stop_after_epoch(project, "cnn", 0, signal.SIGINT)
+    stop_after_epoch(project, "cnn", 0, signal.SIGINT, EPOCHS)
     assert state.is_file()
     assert "train@cnn" in dvc(project, "status", "train@cnn").stdout  # must run again
     # The next run resumes at epoch 1; SIGKILL it after epoch 1.
-    log = stop_after_epoch(project, "cnn", 1, signal.SIGKILL)
+    log = stop_after_epoch(project, "cnn", 1, signal.SIGKILL, EPOCHS)
     assert f"train: resuming from .resume/cnn.pt at epoch 1 of {EPOCHS}" in log
     assert "cnn epoch 0:" not in log  # epoch 0 was not trained again
     # The next full repro resumes at epoch 2 and finishes; success removes the state.
@@ -106,7 +55,7 @@ def test_interrupted_runs_resume_and_match_an_uninterrupted_run(project):
 
 def test_one_cycle_resume_is_exact_and_a_changed_setting_or_corrupt_state_starts_over(project):
     state = project / ".resume" / "fast.pt"
-    stop_after_epoch(project, "fast", 0, signal.SIGKILL)
+    stop_after_epoch(project, "fast", 0, signal.SIGKILL, EPOCHS)
     result = dvc(project, "repro", "train@fast")
     assert f"train: resuming from .resume/fast.pt at epoch 1 of {EPOCHS}" in result.stdout
     resumed = (project / "models" / "fast.pt").read_bytes()
@@ -120,10 +69,39 @@ def test_one_cycle_resume_is_exact_and_a_changed_setting_or_corrupt_state_starts
     assert (project / "models" / "fast.pt").read_bytes() == resumed
     assert (project / "plots" / "history" / "fast.tsv").read_text() == history
     # A state saved under another lr is not used.
-    stop_after_epoch(project, "fast", 0, signal.SIGKILL)
+    stop_after_epoch(project, "fast", 0, signal.SIGKILL, EPOCHS)
     models = yaml.safe_load((project / "params.yaml").read_text())["models"]
     models["fast"]["lr"] = models["fast"]["lr"] / 2  # fast sets its own lr
     set_params(project, models=models)
     result = dvc(project, "repro", "train@fast")
     assert "ignoring .resume/fast.pt: made with other settings, data or code" in result.stdout
     assert "fast epoch 0:" in result.stdout and "resuming" not in result.stdout
+
+
+def flip_a_byte_inside_a_tensor(state) -> None:
+    """Flip one byte in the middle of the largest tensor stored in a resume state file."""
+    data = state.read_bytes()
+    start = data.index(b"\n", data.index(b"\n") + 1) + 1  # past the magic and header lines
+    with zipfile.ZipFile(io.BytesIO(data[start:])) as archive:
+        member = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
+        local = archive.fp
+        local.seek(member.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", local.read(4))
+    at = start + member.header_offset + 30 + name_len + extra_len + member.file_size // 2
+    state.write_bytes(data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :])
+
+
+def test_a_state_damaged_on_disk_is_ignored_and_the_model_is_exact(project):
+    dvc(project, "repro", "train@cnn")
+    uninterrupted = (project / "models" / "cnn.pt").read_bytes()
+    stop_after_epoch(project, "cnn", 1, signal.SIGKILL, EPOCHS)
+    flip_a_byte_inside_a_tensor(project / ".resume" / "cnn.pt")
+    result = dvc(project, "repro", "train@cnn")
+    assert (
+        "train: ignoring .resume/cnn.pt: damaged (checksum mismatch); starting from epoch 0"
+        in result.stdout
+    )
+    assert "resuming" not in result.stdout
+    assert (project / "models" / "cnn.pt").read_bytes() == uninterrupted

@@ -1,16 +1,22 @@
-"""The model registry: shapes, learning, and devices, for every architecture."""
+"""The models package: the registry, the contract, and every shipped model."""
+
+import dataclasses
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_mnist, train_config
-from torch.utils.data import TensorDataset
+from conftest import REPO, tiny_datasets, train_config
 
 from mnist_pipeline.errors import UserError
-from mnist_pipeline.loader import Batches
-from mnist_pipeline.models import ARCHITECTURES, WhiteningStem, cross_entropy, get_architecture
-from mnist_pipeline.train import build_model, evaluate_loader, smoothed, train_model
+from mnist_pipeline.models import get_model
+from mnist_pipeline.models.contract import Model
+from mnist_pipeline.models.fast import WhiteningStem
+from mnist_pipeline.train import build_model, train_model
 
+SHIPPED = ("fast", "logistic_scratch", "logistic", "cnn", "cnn_sequential", "cnn_adaptive")
 DEVICES = [
     "cpu",
     pytest.param(
@@ -25,31 +31,145 @@ DEVICES = [
 
 @pytest.fixture(scope="module")
 def tiny():
-    (xt, yt), (xv, yv), _ = make_mnist((512, 256, 8))
-    return TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)), TensorDataset(
-        torch.from_numpy(xv), torch.from_numpy(yv)
+    return tiny_datasets((512, 256))
+
+
+def network(name: str, device="cpu", **overrides):
+    return build_model(get_model(name), train_config(name, **overrides), torch.device(device))
+
+
+def test_registry_names_come_from_the_source_without_importing_torch():
+    probe = (
+        "import sys; from mnist_pipeline.models import model_names; "
+        "print(','.join(model_names()), 'torch' in sys.modules)"
     )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [",".join(SHIPPED), "False"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_name_resolves_to_the_model_its_module_declares(name):
+    spec = get_model(name)
+    assert isinstance(spec, Model) and spec.name == name
+    spec.check(train_config(name))  # every shipped model keeps the contract
+
+
+def test_unknown_model_lists_valid_ones():
+    with pytest.raises(UserError, match="unknown model architecture 'vgg'; valid: fast, logistic"):
+        get_model("vgg")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("MODELS = make_models()", "MODELS must be a list written out"),
+        ("MODELS = [Model(NAME, build)]", "its name written as a string"),
+        ("MODELS = [Model('cnn', build)]", "model 'cnn' is already declared in tutorial.py"),
+        ("MODELS = [Model('x', build]", "syntax error at line 1"),
+    ],
+)
+def test_a_module_the_registry_cannot_read_is_refused_in_one_line(tmp_path, source, message):
+    """A copy of the package with one more module: the registry names the file and the rule."""
+    package = tmp_path / "mnist_pipeline"
+    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
+    (package / "models" / "zzz_user.py").write_text(source + "\n")
+    probe = (
+        "from mnist_pipeline.errors import UserError\n"
+        "from mnist_pipeline.models import model_names\n"
+        "try:\n    model_names()\nexcept UserError as err:\n    print(err)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert "zzz_user.py" in line and message in line and "\n" not in line
+
+
+def no_reduction(out, yb):
+    return F.cross_entropy(out, yb)
+
+
+def linear():
+    return torch.nn.Linear(784, 10)
+
+
+@pytest.mark.parametrize(
+    "spec, overrides, rule",
+    [
+        (Model("m", linear, loss=no_reduction), {}, "its loss must accept reduction="),
+        (
+            Model("m", linear, loss=lambda out, yb, reduction="mean": F.cross_entropy(out, yb)),
+            {"label_smoothing": 0.1},
+            "label_smoothing is set, but its loss takes no label_smoothing=",
+        ),
+        (
+            Model("m", linear, optimizer=lambda p, c: torch.optim.Adam(p)),
+            {"optimizer": "adamw"},
+            "it builds its own optimizer; remove models.m.optimizer",
+        ),
+        (
+            Model("m", linear, scheduler=lambda o, c, n: None),
+            {"scheduler": "onecycle"},
+            "it builds its own schedule; remove models.m.scheduler",
+        ),
+        (Model("m", linear, step_scheduler="step"), {}, "step_scheduler must be 'epoch' or"),
+    ],
+)
+def test_a_config_that_breaks_the_contract_is_refused_naming_the_model(spec, overrides, rule):
+    with pytest.raises(UserError, match=f"^model 'm': {rule}"):
+        spec.check(_named(overrides))
+
+
+def _named(overrides):
+    """A cnn config renamed "m", for a model spec named "m"."""
+    return dataclasses.replace(train_config("cnn", **overrides), name="m")
+
+
+@pytest.mark.parametrize(
+    "spec, rule",
+    [
+        (Model("m", lambda: object()), "build\\(\\) returned a object without parameters"),
+        (Model("m", linear, optimizer=lambda p, c: object()), "its optimizer returned a object"),
+        (
+            Model("m", linear, optimizer=lambda p, c: NoGroups()),
+            "its optimizer must have param_groups",
+        ),
+        (Model("m", linear, scheduler=lambda o, c, n: object()), "its scheduler returned a"),
+    ],
+)
+def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkeypatch):
+    import mnist_pipeline.train as train
+
+    monkeypatch.setattr(train, "get_model", lambda name: spec)
+    with pytest.raises(UserError, match=f"^model 'm': {rule}"):
+        train_model(_named({}), *tiny, torch.device("cpu"))
+
+
+class NoGroups:
+    def step(self):
+        pass
+
+    zero_grad = state_dict = load_state_dict = step
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_output_shape(arch, device):
-    model, _, _ = build_model(train_config(arch), torch.device(device))
-    fit_data = get_architecture(arch).fit_data
-    if fit_data is not None:  # fast's stem: fitted on the CPU, copied to the device
-        fit_data(model, torch.rand(64, 784))
+@pytest.mark.parametrize("name", SHIPPED)
+def test_output_shape(name, device):
+    spec = get_model(name)
+    model = network(name, device)
+    if spec.fit_data is not None:  # fast's stem: fitted on the CPU, copied to the device
+        spec.fit_data(model, torch.rand(64, 784))
         assert model[0].weight.device.type == device and model[0].weight.abs().sum() > 0
     x = torch.rand(5, 784, device=device)
-    if get_architecture(arch).image_input:
+    if spec.image_input:
         x = x.view(-1, 1, 28, 28)
     assert model(x).shape == (5, 10)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_one_fit_changes_parameters_and_lowers_loss(arch, tiny):
-    cfg = train_config(arch, epochs=3, lr=0.05 if arch.startswith("logistic") else 0.1)
-    before_model, _, _ = build_model(cfg, torch.device("cpu"))
-    before = [p.detach().clone() for p in before_model.parameters()]
+@pytest.mark.parametrize("name", SHIPPED)
+def test_one_fit_changes_parameters_and_lowers_loss(name, tiny):
+    cfg = train_config(name, epochs=3, lr=0.05 if name.startswith("logistic") else 0.1)
+    before = [p.detach().clone() for p in network(name, epochs=3).parameters()]
     model, history = train_model(cfg, *tiny, torch.device("cpu"))
     after = list(model.parameters())
     assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
@@ -59,23 +179,32 @@ def test_one_fit_changes_parameters_and_lowers_loss(arch, tiny):
 
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_cnn_adaptive_takes_any_image_size(size):
-    model, _, _ = build_model(train_config("cnn_adaptive"), torch.device("cpu"))
-    assert model(torch.rand(3, 1, size, size)).shape == (3, 10)
+    assert network("cnn_adaptive")(torch.rand(3, 1, size, size)).shape == (3, 10)
 
 
-def test_logistic_scratch_uses_no_torch_nn_or_optim():
-    model, loss_func, opt = build_model(train_config("logistic_scratch"), torch.device("cpu"))
+def test_logistic_scratch_uses_no_torch_nn_or_optim(tiny):
+    from mnist_pipeline.optim import recipe
+
+    model = network("logistic_scratch")
+    opt = recipe(get_model("logistic_scratch"), model.parameters(), train_config(), 1).optimizer
     assert not isinstance(model, torch.nn.Module)
     assert type(opt).__name__ == "ScratchSGD"  # the hand-written update, not torch.optim
     assert model.weights.requires_grad and model.bias.requires_grad
     assert abs(model.weights.std().item() - 784**-0.5) < 0.005  # Xavier: 1/sqrt(784)
 
 
-def test_unknown_architecture_lists_valid_ones():
-    with pytest.raises(
-        UserError, match="unknown model architecture 'vgg'; valid: logistic_scratch"
-    ):
-        get_architecture("vgg")
+@pytest.mark.parametrize(
+    "overrides, rule",
+    [
+        ({"label_smoothing": 0.1}, "label_smoothing is set, but its loss takes no"),
+        ({"optimizer": "adamw"}, "it builds its own optimizer"),
+        ({"weight_decay": 0.1}, "its hand-written SGD has no weight decay"),
+    ],
+)
+def test_logistic_scratch_refuses_what_its_sgd_and_nll_cannot_do(overrides, rule, tiny):
+    cfg = train_config("logistic_scratch", **overrides)
+    with pytest.raises(UserError, match=f"model 'logistic_scratch': {rule}"):
+        train_model(cfg, *tiny, torch.device("cpu"))
 
 
 def stem_responses(stem: WhiteningStem, images: torch.Tensor) -> torch.Tensor:
@@ -105,27 +234,3 @@ def test_fast_stem_comes_from_the_training_images_is_not_trained_and_is_saved(ti
     assert fitted.weight.abs().sum() > 0
     assert torch.equal(model[0].weight, fitted.weight)  # set from the data, unchanged by training
     assert torch.equal(model.state_dict()["0.weight"], fitted.weight)  # so checkpoints carry it
-
-
-def test_label_smoothing_is_in_the_training_loss_not_in_val_loss(tiny):
-    """A learning rate too small to move the weights: train_loss is then the smoothed loss of
-    the initial model on the training set, while val_loss stays plain cross-entropy."""
-    cfg = train_config("logistic", epochs=1, lr=1e-12, bs=512, label_smoothing=0.3)
-    initial, _, _ = build_model(cfg, torch.device("cpu"))
-    model, history = train_model(cfg, *tiny, torch.device("cpu"))
-    x, y = tiny[0].tensors
-    with torch.no_grad():
-        out = initial(x)
-    expected = F.cross_entropy(out, y, label_smoothing=0.3).item()
-    assert history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
-    plain_train = F.cross_entropy(out, y).item()  # near-uniform outputs: close, yet apart
-    assert history[0]["train_loss"] != pytest.approx(plain_train, rel=1e-4)
-    valid = Batches(*tiny[1].tensors, 512)
-    plain, _ = evaluate_loader(model, cross_entropy, valid, "cpu")
-    assert history[0]["val_loss"] == pytest.approx(plain, rel=1e-6)
-    assert smoothed(cross_entropy, 0.0) is cross_entropy
-
-
-def test_logistic_scratch_refuses_label_smoothing():
-    with pytest.raises(UserError, match="remove optimizer/weight_decay/label_smoothing"):
-        build_model(train_config("logistic_scratch", label_smoothing=0.1), torch.device("cpu"))

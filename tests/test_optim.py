@@ -1,5 +1,7 @@
 """optim.py against torch.optim: the same updates and schedule, without importing torch._dynamo."""
 
+import copy
+import io
 import subprocess
 import sys
 
@@ -7,7 +9,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from mnist_pipeline.optim import SGD, AdamW, OneCycle
+from mnist_pipeline.optim import SGD, AdamW, OneCycle, ScratchSGD
 
 STEPS = 40
 
@@ -28,11 +30,8 @@ def train(model, opt, scheduler, batches) -> list[tuple[float, float]]:
     """Train; return the (lr, momentum) each step used."""
     used = []
     for x, y in batches:
-        group = getattr(opt, "param_groups", [None])[0]
-        if group is None:
-            used.append((opt.lr, opt.momentum))
-        else:
-            used.append((group["lr"], group.get("momentum", group.get("betas", (None,))[0])))
+        group = opt.param_groups[0]
+        used.append((group["lr"], group.get("momentum", group.get("betas", (None,))[0])))
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         opt.zero_grad()
@@ -69,8 +68,7 @@ def test_optimizer_state_round_trip_continues_identically():
     opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
     train(model, opt, None, batches[:5])
     saved_model = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_opt = {k: v for k, v in opt.state_dict().items()}
-    saved_opt["buffers"] = [b.clone() for b in saved_opt["buffers"]]
+    saved_opt = copy.deepcopy(opt.state_dict())
     train(model, opt, None, batches[5:])
     clone, _ = model_and_batches()
     clone.load_state_dict(saved_model)
@@ -79,6 +77,90 @@ def test_optimizer_state_round_trip_continues_identically():
     train(clone, opt2, None, batches[5:])
     for a, b in zip(model.state_dict().values(), clone.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (
+            lambda p: SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-4),
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-4),
+        ),
+        (
+            lambda p: AdamW(p, lr=0.01, weight_decay=0.01),
+            lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, fused=True),
+        ),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_state_dict_has_torch_optim_layout_and_loads_into_torch_optim(ours, theirs):
+    """Our state_dict is torch.optim's: a torch optimizer loads it and takes the same steps."""
+    model, batches = model_and_batches()
+    opt = ours(model.parameters())
+    train(model, opt, None, batches[:5])
+    state = opt.state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # a resume state must load with weights_only=True
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    twin, _ = model_and_batches()
+    twin.load_state_dict(model.state_dict())
+    torch_opt = theirs(twin.parameters())
+    torch_opt.load_state_dict(state)
+    assert set(state) == {"state", "param_groups"}
+    assert state["param_groups"][0]["params"] == list(range(len(list(model.parameters()))))
+    train(model, opt, None, batches[5:])
+    train(twin, torch_opt, None, batches[5:])
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_optimizers_accept_a_closure_and_zero_grad_like_torch_optim():
+    model, batches = model_and_batches()
+    opt = SGD(model.parameters(), lr=0.05)
+    x, y = batches[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    before = [p.clone() for p in model.parameters()]
+    assert isinstance(opt.step(closure), torch.Tensor)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_scratch_sgd_is_the_tutorials_update_with_momentum():
+    """p -= v * lr with v = momentum * v + grad, read from param_groups like torch.optim."""
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt = ScratchSGD([w], lr=0.1, momentum=0.5)
+    for expected in ([0.9, 1.9], [0.75, 1.75]):  # v = 1, then 1.5 (the gradient is 1)
+        w.sum().backward()
+        opt.step()
+        opt.zero_grad()
+        assert torch.allclose(w.detach(), torch.tensor(expected))
+    opt.param_groups[0]["lr"] = 0.0  # what a schedule sets
+    w.sum().backward()
+    opt.step()
+    assert torch.allclose(w.detach(), torch.tensor([0.75, 1.75]))
+
+
+def test_onecycle_drives_a_torch_optim_optimizer():
+    """OneCycle sets param_groups, so it schedules torch.optim.Adam as OneCycleLR does."""
+    model, _ = model_and_batches()
+    ours = torch.optim.Adam(model.parameters(), lr=0.01)
+    theirs = torch.optim.Adam(model.parameters(), lr=0.01)
+    a = OneCycle(ours, max_lr=0.05, total_steps=10)
+    b = torch.optim.lr_scheduler.OneCycleLR(theirs, max_lr=0.05, total_steps=10)
+    for _ in range(10):
+        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
+        assert ours.param_groups[0]["betas"] == theirs.param_groups[0]["betas"]
+        ours.step(), theirs.step(), a.step(), b.step()
 
 
 def test_a_train_stage_never_imports_torch_dynamo(tmp_path, prepared_dir):

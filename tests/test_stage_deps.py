@@ -17,17 +17,24 @@ from conftest import REPO
 
 PACKAGE = "mnist_pipeline"
 SRC = Path("src") / PACKAGE
+MODELS = SRC / "models"  # a package: the registry imports its modules by name, so a stage
+# that imports any of it depends on the whole folder
 # Modules that cannot change any output, so no stage lists them (an edit reruns nothing):
 NEVER_DEPS = {
     SRC / "__init__.py": "empty",
     SRC / "errors.py": "decides only how an error is printed, never an output's bytes",
 }
+# Imports that cannot change an output of a stage that reaches the target only through them:
+NAME_CHECK_ONLY = {
+    (SRC / "params.py", MODELS): "params.py reads model names only, to refuse an unknown one",
+}
 
 
 def imported_modules(path: Path) -> set[Path]:
-    """The files of our package that ``path`` imports, directly (at any depth of the file)."""
+    """The files of our package (or the models folder) that ``path`` imports directly."""
     found = set()
-    in_package = path.parent.name == PACKAGE
+    package = path.relative_to(REPO).parent.parts[len(SRC.parts) - 1 :]  # e.g. (pkg, models)
+    in_package = bool(package) and package[0] == PACKAGE
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -35,7 +42,8 @@ def imported_modules(path: Path) -> set[Path]:
             base = node.module or ""
             if node.level:  # relative: only inside the package
                 assert in_package, f"{path}: relative import outside {PACKAGE}"
-                base = f"{PACKAGE}.{base}" if base else PACKAGE
+                parent = ".".join(package[: len(package) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
@@ -45,16 +53,20 @@ def imported_modules(path: Path) -> set[Path]:
                 module = SRC / f"{parts[1]}.py"
                 if (REPO / module).exists():
                     found.add(module)
+                elif (REPO / SRC / parts[1]).is_dir():
+                    found.add(SRC / parts[1])
     return found
 
 
 def closure(script: Path) -> set[Path]:
-    """Every module of our package the script reaches through imports."""
+    """Every module of our package (or its models folder) the script reaches through imports."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
-        for module in imported_modules(REPO / todo.pop()):
-            if module not in seen:
+        current = todo.pop()
+        files = sorted((REPO / current).glob("*.py")) if current == MODELS else [REPO / current]
+        for module in set().union(*(imported_modules(f) for f in files)):
+            if module not in seen and (current, module) not in NAME_CHECK_ONLY:
                 seen.add(module)
                 todo.append(module)
     return seen
@@ -79,7 +91,7 @@ def test_deps_are_exactly_the_modules_the_script_imports(name):
     stage = stages()[name]
     script = script_of(stage)
     deps = {Path(d) for d in stage_body(stage)["deps"]}
-    code_deps = {d for d in deps if d.suffix == ".py"}
+    code_deps = {d for d in deps if d.suffix == ".py" or d == MODELS}
     wanted = (closure(script) - set(NEVER_DEPS)) | {script}
     assert not wanted - code_deps, f"{name}: deps miss {sorted(map(str, wanted - code_deps))}"
     assert not code_deps - wanted, (
@@ -93,6 +105,9 @@ def test_imports_are_followed_lazily_and_through_modules():
     assert SRC / "train.py" in reached  # imported inside run(), not at the top
     assert SRC / "checkpoints.py" in reached  # imported inside run(), after training
     assert SRC / "train.py" not in closure(Path("stages/evaluate.py"))
+    assert MODELS in reached and MODELS in closure(Path("stages/evaluate.py"))
+    assert SRC / "optim.py" in closure(Path("stages/evaluate.py"))  # through models/tutorial.py
+    assert MODELS not in closure(Path("stages/fetch.py"))  # only params.py's name check
 
 
 # Keys the train stage reads that cannot change its outputs, so changing one retrains nothing:

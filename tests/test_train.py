@@ -1,68 +1,16 @@
-"""Training library: device choice, the batch loader, determinism, divergence, checkpoints."""
+"""train.py: fit and train_model: determinism, divergence, any optimizer, the training loss."""
+
+import dataclasses
 
 import pytest
 import torch
-from conftest import make_mnist, train_config
-from torch.utils.data import TensorDataset
+import torch.nn.functional as F
+from conftest import tiny_datasets, train_config
 
-from mnist_pipeline.checkpoints import checkpoint, load_checkpoint
-from mnist_pipeline.device import select_device
-from mnist_pipeline.errors import UserError
 from mnist_pipeline.loader import Batches
-from mnist_pipeline.train import DivergenceError, train_model
-
-
-def tiny_datasets(sizes=(256, 128)):
-    (xt, yt), (xv, yv), _ = make_mnist((*sizes, 8))
-    return (
-        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
-        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
-    )
-
-
-def test_select_device():
-    assert select_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available() and torch.backends.mps.is_available():
-        expected = "mps"
-    assert select_device("auto").type == expected
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("spec", ["cuda", "cuda:1"])
-def test_absent_cuda_is_an_error_not_a_fallback(spec):
-    with pytest.raises(UserError, match=f"device '{spec}': CUDA is not available here"):
-        select_device(spec)
-
-
-@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
-def test_absent_mps_is_an_error():
-    with pytest.raises(UserError, match="MPS is not available"):
-        select_device("mps")
-
-
-def test_batches_cover_every_sample_once_in_seeded_order():
-    x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
-    batches = list(Batches(x, y, bs=4, shuffle=True, seed=1))
-    assert [len(yb) for _, yb, _ in batches] == [4, 4, 2]
-    assert {w for _, _, w in batches} == {1.0}  # one process: every batch counts fully
-    seen = torch.cat([yb for _, yb, _ in batches])
-    assert sorted(seen.tolist()) == list(range(10))
-    assert not torch.equal(seen, torch.arange(10))  # shuffled
-    again = torch.cat([yb for _, yb, _ in Batches(x, y, bs=4, shuffle=True, seed=1)])
-    assert torch.equal(seen, again)  # same seed, same order
-    for xb, yb, _ in batches:
-        assert torch.equal(xb.squeeze(1).long(), yb)  # images stay paired with labels
-
-
-def test_batches_shards_are_disjoint_and_weighted():
-    x, y = torch.arange(10).float().unsqueeze(1), torch.arange(10)
-    loaders = [Batches(x, y, bs=4, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
-    full = [yb for _, yb, _ in Batches(x, y, bs=4, shuffle=True, seed=3)]
-    for i, (a, b) in enumerate(zip(*[list(loader) for loader in loaders], strict=True)):
-        assert torch.equal(torch.cat([a[1], b[1]]), full[i])  # shards rebuild the global batch
-        # each shard's weight is its share of the global batch times the world size
-        assert a[2] == len(a[1]) * 2 / len(full[i]) and b[2] == len(b[1]) * 2 / len(full[i])
+from mnist_pipeline.models import get_model
+from mnist_pipeline.models.contract import Model
+from mnist_pipeline.train import DivergenceError, build_model, evaluate_loader, train_model
 
 
 def test_training_is_deterministic_on_cpu():
@@ -91,13 +39,49 @@ def test_divergence_names_model_epoch_and_lr(arch, lr):
         train_model(train_config(arch, lr=lr), *tiny_datasets(), torch.device("cpu"))
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
-    from mnist_pipeline.atomic import torch_save
+def test_label_smoothing_is_in_the_training_loss_not_in_val_loss():
+    """A learning rate too small to move the weights: train_loss is then the smoothed loss of
+    the initial model on the training set, while val_loss stays plain cross-entropy."""
+    datasets = tiny_datasets((512, 256))
+    cfg = train_config("logistic", epochs=1, lr=1e-12, bs=512, label_smoothing=0.3)
+    initial = build_model(get_model("logistic"), cfg, torch.device("cpu"))
+    model, history = train_model(cfg, *datasets, torch.device("cpu"))
+    x, y = datasets[0].tensors
+    with torch.no_grad():
+        out = initial(x)
+    expected = F.cross_entropy(out, y, label_smoothing=0.3).item()
+    assert history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    plain_train = F.cross_entropy(out, y).item()  # near-uniform outputs: close, yet apart
+    assert history[0]["train_loss"] != pytest.approx(plain_train, rel=1e-4)
+    plain, _ = evaluate_loader(model, F.cross_entropy, Batches(*datasets[1].tensors, 512), "cpu")
+    assert history[0]["val_loss"] == pytest.approx(plain, rel=1e-6)
 
-    cfg = train_config("cnn_sequential", epochs=1)
-    model, _ = train_model(cfg, *tiny_datasets(), torch.device("cpu"))
-    torch_save(checkpoint(model, cfg, torch.device("cpu")), tmp_path / "m.pt")
-    loaded, ckpt = load_checkpoint(tmp_path / "m.pt", cfg)
-    assert ckpt["config"]["arch"] == "cnn_sequential" and ckpt["device"] == "cpu"
-    x = torch.rand(4, 784)
-    assert torch.equal(loaded(x), model(x))
+
+def adam_model(step_scheduler="epoch"):
+    return Model(
+        "adam_mlp",
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+        ),
+        optimizer=lambda params, config: torch.optim.Adam(params, lr=config.lr),
+        scheduler=lambda opt, config, steps: torch.optim.lr_scheduler.StepLR(opt, 1, 0.5),
+        step_scheduler=step_scheduler,
+    )
+
+
+@pytest.mark.parametrize("every, lr_after", [("epoch", 0.01 / 8), ("batch", 0.01 / 2**24)])
+def test_fit_takes_torch_optim_and_a_torch_scheduler(monkeypatch, every, lr_after):
+    """The tutorial's fit took any optimizer: torch.optim.Adam with StepLR trains, the schedule
+    steps per epoch (torch's convention) or per batch, and the lr is read from param_groups."""
+    import mnist_pipeline.train as train
+
+    monkeypatch.setattr(train, "get_model", lambda name: adam_model(every))
+    seen = []
+    cfg = dataclasses.replace(train_config("cnn", epochs=3, lr=0.01, bs=32), name="adam_mlp")
+    model, history = train_model(
+        cfg, *tiny_datasets(), torch.device("cpu"), on_epoch=lambda state: seen.append(state)
+    )
+    assert history[-1]["val_acc"] > 0.5 and history[-1]["train_loss"] < history[0]["train_loss"]
+    groups = seen[-1]["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(lr_after)  # 3 epochs of 8 batches: halved 3 or 24x
+    assert seen[-1]["scheduler"]["last_epoch"] == (3 if every == "epoch" else 24)

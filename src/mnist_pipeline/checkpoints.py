@@ -7,13 +7,17 @@ from pathlib import Path
 import torch
 
 from .errors import UserError, first_line
-from .models import count_parameters, get_architecture
+from .models import get_model
 from .params import TrainConfig
 
 
 def cpu_state_dict(model) -> dict:
     """The model's weights as CPU tensors, detached: what a file holds, whatever the device."""
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def checkpoint(model, config: TrainConfig, device) -> dict:
@@ -27,7 +31,8 @@ def checkpoint(model, config: TrainConfig, device) -> dict:
 
 
 def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
-    """Load models/<name>.pt with weights_only=True and rebuild its model; errors are one line."""
+    """(model, checkpoint dict, its ``models.Model``) from models/<name>.pt, loaded with
+    weights_only=True and rebuilt on ``device``; every error is one line."""
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -51,9 +56,10 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
             f"{path}: checkpoint architecture {arch_name!r} does not match params "
             f"arch {config.arch!r}; retrain with dvc repro"
         )
-    model = get_architecture(arch_name).build()
+    spec = get_model(arch_name)
+    model = spec.build()
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit architecture {arch_name!r} ({err})") from None
-    return model.to(device), ckpt
+    return model.to(device), ckpt, spec

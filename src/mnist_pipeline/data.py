@@ -1,8 +1,9 @@
-"""MNIST data: safe unpickling, validation, compact storage, datasets and batch iteration.
+"""MNIST data: safe unpickling, validation, compact storage and datasets.
 
 The tutorial's mnist.pkl.gz holds ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)),
 x float32 (N, 784) equal to pixel/256, y int64 labels. It is a downloaded pickle, so it is
 read with an unpickler that admits only what numpy arrays need: nothing in it can run code.
+Batches are made in loader.py.
 """
 
 from __future__ import annotations

@@ -13,19 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .models import model_names  # read from the models' source: no torch import
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
-# The model registry's names (models.ARCHITECTURES checks it matches), kept here so that
-# validating params does not import torch.
-ARCHITECTURE_NAMES = (
-    "logistic_scratch",
-    "logistic",
-    "cnn",
-    "cnn_sequential",
-    "cnn_adaptive",
-    "fast",
-)
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SOURCE_KEYS = {"url", "pip", "member", "checksums"}
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
@@ -66,7 +57,9 @@ class TrainConfig:
     scheduler: str
     weight_decay: float
     label_smoothing: float
-    nproc: int  # distributed.nproc: the global batch is split across it
+    # distributed.nproc, recorded in every checkpoint's config (models/<name>.pt keeps its
+    # bytes): the global batch bs is split across nproc x nnodes ranks.
+    nproc: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,7 +253,7 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))
     if distributed.nnodes > 1 and not distributed.rdzv_endpoint:
         raise UserError(f"{where}distributed.rdzv_endpoint: needed when nnodes > 1 (host:port)")
-    nproc = distributed.nproc
+    ranks = distributed.nproc * distributed.nnodes
 
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
@@ -271,15 +264,20 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         at = f"{where}models.{name}."
         settings = dict(_mapping(at, settings if settings is not None else {}))
         arch = settings.pop("arch", name)
-        if arch not in ARCHITECTURE_NAMES:
+        if arch not in model_names():
             raise UserError(
-                f"{at}arch: unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURE_NAMES)}"
+                f"{at}arch: unknown architecture {arch!r}; valid: {', '.join(model_names())}"
             )
         _check_keys(at, settings | {"arch": arch}, {"arch", *SHARED, *MODEL_ONLY})
         values = shared | _section(at, settings, {**SHARED, **MODEL_ONLY} | _defaults(shared))
-        if values["bs"] < nproc:
-            raise UserError(f"{at}bs: {values['bs']} is smaller than distributed.nproc {nproc}")
-        resolved[str(name)] = TrainConfig(name=str(name), arch=arch, nproc=nproc, **values)
+        if values["bs"] < ranks:
+            raise UserError(
+                f"{at}bs: {values['bs']} is smaller than the {ranks} ranks "
+                "(distributed.nproc x distributed.nnodes) it is split across"
+            )
+        resolved[str(name)] = TrainConfig(
+            name=str(name), arch=arch, nproc=distributed.nproc, **values
+        )
     return Params(
         path=path,
         fetch=fetch_config,

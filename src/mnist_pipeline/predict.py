@@ -20,15 +20,14 @@ from .preprocess import FIELD, to_mnist
 
 
 def load_model(checkpoint_path, config=None, device="cpu"):
-    """(model, architecture) from a checkpoint, loaded with weights_only=True."""
+    """(model, its models.Model) from a checkpoint, loaded with weights_only=True."""
     from .checkpoints import load_checkpoint
-    from .models import get_architecture
 
-    model, ckpt = load_checkpoint(checkpoint_path, config, device)
-    return model, get_architecture(ckpt["config"]["arch"])
+    model, _, spec = load_checkpoint(checkpoint_path, config, device)
+    return model, spec
 
 
-def probabilities(model, arch, pixels, device="cpu", bs: int = 256):
+def probabilities(model, spec, pixels, device="cpu", bs: int = 256):
     """(N, 10) probabilities for uint8 images (N, 28, 28); the model sees p / 256 as in training."""
     import torch
 
@@ -36,7 +35,7 @@ def probabilities(model, arch, pixels, device="cpu", bs: int = 256):
     from .evaluate import predict
 
     x = torch.from_numpy(np.asarray(pixels, dtype=np.uint8).reshape(-1, FIELD * FIELD))
-    outputs = predict(model, x.float().div_(SCALE), bs, arch.image_input, device)
+    outputs = predict(model, x.float().div_(SCALE), bs, spec.image_input, device)
     return outputs.softmax(1)  # logits, or log-probs (logistic_scratch): the same probabilities
 
 
@@ -52,8 +51,8 @@ def predict_image(image, checkpoint_path, device="cpu", top: int = 3) -> list[tu
     Loads the checkpoint each call; for many images use load_model and probabilities.
     """
     name = os.fspath(image) if isinstance(image, str | os.PathLike) else "image"
-    model, arch = load_model(checkpoint_path, device=device)
-    return top_k(probabilities(model, arch, to_mnist(image, name)[None], device)[0], top)
+    model, spec = load_model(checkpoint_path, device=device)
+    return top_k(probabilities(model, spec, to_mnist(image, name)[None], device)[0], top)
 
 
 def write_show(pixels, path) -> None:
@@ -98,8 +97,8 @@ def main(argv=None) -> None:
     from .device import select_device
 
     device = select_device(config.device)
-    model, arch = load_model(args.checkpoint or f"models/{args.model}.pt", config, device)
-    probs = probabilities(model, arch, pixels, device, 2 * config.bs)  # evaluate's batches
+    model, spec = load_model(args.checkpoint or f"models/{args.model}.pt", config, device)
+    probs = probabilities(model, spec, pixels, device, 2 * config.bs)  # evaluate's batches
     if args.show:
         write_show(pixels, args.show)
     results = [

@@ -7,7 +7,6 @@ that lets an interrupted run resume).
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import time
@@ -16,12 +15,12 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
-from .checkpoints import cpu_state_dict
 from .errors import UserError
 from .loader import get_data
-from .models import get_architecture
-from .optim import OneCycle
+from .models import get_model
+from .optim import recipe
 from .params import TrainConfig
+from .resume import restore, snapshot
 
 
 class DivergenceError(UserError):
@@ -79,6 +78,7 @@ def fit(
     *,
     train_loss_func=None,
     scheduler=None,
+    step_scheduler="batch",
     name="model",
     device="cpu",
     history: list[dict] | None = None,
@@ -86,10 +86,12 @@ def fit(
 ) -> list[dict]:
     """The tutorial's fit, returning a history: one dict per epoch.
 
-    Training minimises ``train_loss_func`` (``loss_func`` unless given: fast's is
-    label-smoothed) and reports it as train_loss; val_loss is always ``loss_func``. Training
-    continues after the epochs already in ``history`` (a resumed run). A NaN or infinite loss
-    stops training with a DivergenceError naming model, epoch and lr.
+    ``opt`` is any optimizer with torch.optim's interface; ``scheduler`` any scheduler, stepped
+    after every batch or every epoch (``step_scheduler``). Training minimises
+    ``train_loss_func`` (``loss_func`` unless given: fast's is label-smoothed) and reports it as
+    train_loss; val_loss is always ``loss_func``. Training continues after the epochs already
+    in ``history`` (a resumed run). A NaN or infinite loss stops training with a
+    DivergenceError naming model, epoch and lr.
     """
     from tqdm import tqdm
 
@@ -102,18 +104,20 @@ def fit(
         loss_sum = count = 0.0
         bar = tqdm(train_dl, desc=f"{name} epoch {epoch}", leave=False, disable=quiet)
         for xb, yb, weight in bar:
-            lr = opt.lr
+            lr = opt.param_groups[0]["lr"]
             loss, n = loss_batch(model, train_loss_func, xb, yb, opt, weight)
             if not math.isfinite(loss):
                 raise _diverged(name, epoch, "loss", loss, lr)
-            if scheduler is not None:
+            if scheduler is not None and step_scheduler == "batch":
                 scheduler.step()
             loss_sum += loss * n
             count += n
+        if scheduler is not None and step_scheduler == "epoch":
+            scheduler.step()
         loss_sum, count = all_reduce_sums(loss_sum, count, device=device)
         val_loss, val_acc = evaluate_loader(model, loss_func, valid_dl, device)
         if not math.isfinite(val_loss):
-            raise _diverged(name, epoch, "val loss", val_loss, opt.lr)
+            raise _diverged(name, epoch, "val loss", val_loss, lr)
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / count,
@@ -127,13 +131,6 @@ def fit(
     return history
 
 
-def make_scheduler(opt, config: TrainConfig, steps_per_epoch: int):
-    """The per-batch learning-rate schedule named by ``config.scheduler`` (None for 'none')."""
-    if config.scheduler == "onecycle":
-        return OneCycle(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
-    return None
-
-
 def seed_everything(seed: int) -> None:
     # CPU kernels are deterministic for a fixed seed and thread count (tested); CUDA runs are
     # not promised byte-identical. torch.use_deterministic_algorithms is left off: importing
@@ -141,40 +138,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def smoothed(loss_func, label_smoothing: float):
-    """``loss_func`` with label smoothing, or itself when ``label_smoothing`` is 0."""
-    if not label_smoothing:
-        return loss_func
-    return functools.partial(loss_func, label_smoothing=label_smoothing)
-
-
-def build_model(config: TrainConfig, device):
-    """The seeded model, its loss and optimizer for one resolved config."""
-    arch = get_architecture(config.arch)
+def build_model(spec, config: TrainConfig, device):
+    """The seeded network of ``spec`` (a ``models.Model``) for one config, on ``device``."""
     seed_everything(config.seed)
-    model = arch.build().to(device)
-    return model, arch.loss_func, arch.make_optimizer(model, config)
-
-
-def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
-    """Everything a later run needs to continue after ``history`` exactly: plain tensors."""
-    return {
-        "model": cpu_state_dict(model),
-        "optimizer": opt.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "generator": train_dl.generator.get_state(),
-        "history": history,
-    }
-
-
-def restore(state: dict, model, opt, scheduler, train_dl) -> list[dict]:
-    """Load a ``snapshot`` back into fresh objects; return the history it had reached."""
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    train_dl.generator.set_state(state["generator"])
-    return state["history"]
+    model = spec.build()
+    spec.check_network(model)
+    return model.to(device)
 
 
 def train_model(
@@ -192,15 +161,18 @@ def train_model(
 ):
     """Train one configured model; return (model, history).
 
-    ``wrap`` applies DDP. ``state`` is a ``snapshot`` to continue from. The lead process
-    (rank 0 unless ``lead`` says otherwise) prints a line per epoch, and before it hands a
-    fresh snapshot to ``on_epoch``.
+    The model's ``models.Model`` is looked up once and checked against the config before
+    anything is built. Under torchrun ``wrap`` applies DDP (``distributed.wrapper``) and each
+    rank trains on its shard of every batch (``loader.Batches``). ``state`` is a
+    ``resume.snapshot`` to continue from. The lead process (rank 0 unless ``lead`` says
+    otherwise) prints a line per epoch, and before it hands a fresh snapshot to ``on_epoch``.
     """
     lead = rank == 0 if lead is None else lead
-    arch = get_architecture(config.arch)
-    model, loss_func, opt = build_model(config, device)
-    if arch.fit_data is not None and not state:  # a resumed run loads it with the rest
-        arch.fit_data(model, train_ds.tensors[0])
+    spec = get_model(config.arch)
+    spec.check(config)
+    model = build_model(spec, config, device)
+    if spec.fit_data is not None and not state:  # a resumed run loads it with the rest
+        spec.fit_data(model, train_ds.tensors[0])
     net = wrap(model) if wrap else model  # DDP shares the model's parameters and optimizer
     train_dl, valid_dl = get_data(
         train_ds,
@@ -208,18 +180,18 @@ def train_model(
         config.bs,
         device=device,
         seed=config.seed,
-        image_input=arch.image_input,
+        image_input=spec.image_input,
         rank=rank,
         world=world,
     )
-    scheduler = make_scheduler(opt, config, len(train_dl))
-    history = restore(state, model, opt, scheduler, train_dl) if state else []
+    how = recipe(spec, model.parameters(), config, len(train_dl))
+    history = restore(state, model, how.optimizer, how.scheduler, train_dl) if state else []
 
     def report(row: dict) -> None:
         if not lead:
             return
         if on_epoch is not None:
-            on_epoch(snapshot(model, opt, scheduler, train_dl, history))
+            on_epoch(snapshot(model, how.optimizer, how.scheduler, train_dl, history))
         print(
             f"{config.name} epoch {row['epoch']}: train_loss {row['train_loss']:.4f} "
             f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} "
@@ -230,12 +202,13 @@ def train_model(
     history = fit(
         config.epochs,
         net,
-        loss_func,
-        opt,
+        spec.loss,
+        how.optimizer,
         train_dl,
         valid_dl,
-        train_loss_func=smoothed(loss_func, config.label_smoothing),
-        scheduler=scheduler,
+        train_loss_func=how.train_loss,
+        scheduler=how.scheduler,
+        step_scheduler=how.step_scheduler,
         name=config.name,
         device=device,
         history=history,
