@@ -61,6 +61,10 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
         ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
+        (
+            {"models": {"m": {"arch": "cnn", "weight_decay": float("inf")}}},
+            "models.m.weight_decay: expected a finite non-negative number, got inf",
+        ),
         ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
         (
             {"models": {"m": {"arch": "cnn", "label_smoothing": 1}}},
@@ -89,6 +93,11 @@ def test_bad_params_are_refused(change, message):
     assert message in str(err.value)
     assert str(err.value).startswith("params.yaml")
     assert "\n" not in str(err.value)
+
+
+def test_unknown_keys_of_mixed_types_are_refused_in_one_line():
+    with pytest.raises(UserError, match="^params.yaml: unknown key 1; valid keys: bs, "):
+        parse_params(tiny_params() | {1: 2, "zz": 3}, "params.yaml")
 
 
 def test_missing_key_is_refused():

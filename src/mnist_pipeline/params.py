@@ -151,7 +151,10 @@ MODEL_ONLY = {
     "optimizer": _one_of(*OPTIMIZERS),
     "scheduler": _one_of(*SCHEDULERS),
     "weight_decay": Key(
-        lambda v: _is_number(v) and v >= 0, "a non-negative number", 0.0, cast=float
+        lambda v: _is_number(v) and 0 <= v < float("inf"),
+        "a finite non-negative number",
+        0.0,
+        cast=float,
     ),
     "label_smoothing": Key(
         lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", 0.0, cast=float
@@ -198,7 +201,7 @@ def _place(where: str) -> str:
 
 
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
         raise UserError(
             f"{_place(where)}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
