@@ -59,6 +59,10 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"device": "cuda:x"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
         ({"models": {}}, "models: expected a non-empty mapping"),
         ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
+        (
+            {"models": {"mine": {}}},
+            "models.mine: no model named 'mine' in src/mnist_pipeline/models/ (set arch: to one",
+        ),
         ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
         (

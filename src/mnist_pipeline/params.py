@@ -266,10 +266,15 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         _check_model_name(where, name)
         at = f"{where}models.{name}."
         settings = dict(_mapping(at, settings if settings is not None else {}))
+        written = "arch" in settings
         arch = settings.pop("arch", name)
         if arch not in model_names():
+            valid = ", ".join(model_names())
+            if written:
+                raise UserError(f"{at}arch: unknown architecture {arch!r}; valid: {valid}")
             raise UserError(
-                f"{at}arch: unknown architecture {arch!r}; valid: {', '.join(model_names())}"
+                f"{at[:-1]}: no model named {name!r} in src/mnist_pipeline/models/ "
+                f"(set arch: to one of them): valid: {valid}"
             )
         _check_keys(at, settings | {"arch": arch}, {"arch", *SHARED, *MODEL_ONLY})
         values = shared | _section(at, settings, {**SHARED, **MODEL_ONLY} | _defaults(shared))
