@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun: 2 CPU ranks equal 1 process with the same global bs,
-and 2 nodes of 1 process equal 1 node of 2."""
+and 2 nodes of 1 process equal 1 node of 2. A rank or a node killed mid-run: torch elastic
+restarts the ranks, or the next run resumes, to the same weights; or one line ends the run."""
 
 from __future__ import annotations
 
@@ -264,7 +265,7 @@ ELASTIC_EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def elastic(tmp_path_factory) -> Path:
-    """Prepared data with epochs long enough (0.5 s or more) to kill a rank inside the next one,
+    """Prepared data with epochs long enough (half a second) to kill a rank inside the next one,
     and the model of an uninterrupted 2-node run on it (elastic / "whole" / m.pt)."""
     folder = tmp_path_factory.mktemp("elastic")
     write_pickle_gz(folder / "mnist.pkl.gz", make_mnist((768, 100, 10)))
@@ -384,8 +385,9 @@ def test_the_writers_node_killed_mid_run_resumes_on_the_next_run(elastic):
     kill_tree(writer)
     lost = time.monotonic()
     _, err = worker.communicate(timeout=60)
-    # The rendezvous lived on the writer's node: the worker fails at once, in one line.
-    assert worker.returncode == 1 and time.monotonic() - lost < 5, err
+    # The rendezvous lived on the writer's node: the worker fails at once (not after the 60 s
+    # its store waits for a reply), in one line.
+    assert worker.returncode == 1 and time.monotonic() - lost < 30, err
     assert err.splitlines() == [
         f"error: distributed: lost the rendezvous at {run.endpoint}: the node that runs dvc "
         "repro is gone; start this worker again for the next run"
