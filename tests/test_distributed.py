@@ -5,6 +5,7 @@ restarts the ranks, or the next run resumes, to the same weights; or one line en
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
 import subprocess
@@ -308,8 +309,14 @@ class Run:
 
 
 def popen(*args, cwd: Path) -> subprocess.Popen:
+    """A node's stage, with its temporary files in its folder: a killed one leaves them."""
     return subprocess.Popen(
-        stage(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        stage(*args),
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(cwd)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
