@@ -84,7 +84,7 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ),
         ({"distributed": {"rdzv_endpoint": "h:port"}}, "for one node), got 'h:port'"),
         ({"distributed": {"timeout": 0}}, "distributed.timeout: expected a number of seconds in"),
-        ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: nnodes"),
+        ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: max_"),
         ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
         ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than the 4 ranks"),
         ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),

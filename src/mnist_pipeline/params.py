@@ -65,6 +65,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+MAX_RESTARTS = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """How train stages run: ``nproc`` processes on each of ``nnodes`` machines."""
@@ -73,6 +76,7 @@ class DistributedConfig:
     nnodes: int
     rdzv_endpoint: str  # host:port of the rendezvous, for nnodes > 1
     timeout: float  # seconds to wait for every node to join
+    max_restarts: int = MAX_RESTARTS  # torch elastic restarts per node after a rank dies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +169,7 @@ DISTRIBUTED = {
     "nnodes": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
     "rdzv_endpoint": Key(_endpoint, "'host:port' (empty for one node)", ""),
     "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 300),
+    "max_restarts": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer", MAX_RESTARTS),
 }
 OTHER_TOP = {"resume": Key(lambda v: isinstance(v, bool), "true or false", True)}
 # fetch.sources, a list of sources, is checked by _parse_sources.

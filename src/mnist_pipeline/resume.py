@@ -86,18 +86,24 @@ class ResumeState:
         # The CPU's arithmetic also depends on the torch version and the thread count.
         self.key = f"{key}:{torch.__version__}:{torch.get_num_threads()}"
         self.path, self.verbose = Path(path), verbose
+        self.restart = ""
 
-    def load(self, epochs: int) -> dict | None:
+    def load(self, epochs: int, *, restart: str = "") -> dict | None:
         """The saved snapshot, if it is intact, readable and made for this key; else None.
 
         The payload's sha256 is checked before anything in it is unpickled: a state that was
         damaged on disk would load, and resume to another model than an uninterrupted run.
+        ``restart`` (``restart 1 of 3``, under torch elastic) leads the line said about it.
         """
         import torch
+
+        self.restart = restart
 
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
             stale.unlink(missing_ok=True)
         if not self.path.exists():
+            if restart and self.verbose:
+                _say(f"{restart}: starting from epoch 0")
             return None
         try:
             with open(self.path, "rb") as f:
@@ -120,12 +126,14 @@ class ResumeState:
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
         if self.verbose:
-            _say(f"resuming from {self.path} at epoch {done} of {epochs}")
+            where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
+            _say(f"{where} at epoch {done} of {epochs}")
         return state
 
     def _ignore(self, why: str) -> None:
         if self.verbose:
-            _say(f"ignoring {self.path}: {why}; starting from epoch 0")
+            lead = f"{self.restart}: " if self.restart else ""
+            _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
         return None
 
     def save(self, state: dict) -> None:
