@@ -38,13 +38,15 @@ def main() -> None:
     parser.add_argument("--digits-png", required=True)
     args = parser.parse_args()
 
-    from mnist_pipeline import atomic, plots
+    from mnist_pipeline import atomic, plots, threads
     from mnist_pipeline.data import load_split
     from mnist_pipeline.device import select_device
     from mnist_pipeline.params import load_params
     from mnist_pipeline.summary import summary_table
 
-    configs = load_params(args.params).models
+    params = load_params(args.params)
+    configs = params.models
+    threads.register(threads.use(params.threads))  # the count decides the metrics' last bits
     splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
     # Every input is read and every model scored before anything is written: a missing or
     # broken input leaves the old outputs, not a mix of new and old.

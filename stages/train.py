@@ -46,7 +46,7 @@ def main() -> None:
     if not args.worker and not (args.out and args.history and args.timing):
         parser.error("--out, --history and --timing are required (except with --worker)")
 
-    from mnist_pipeline import distributed
+    from mnist_pipeline import distributed, threads
     from mnist_pipeline.params import load_params
 
     params = load_params(args.params)
@@ -59,7 +59,8 @@ def main() -> None:
             raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     if distributed.under_torchrun():
         try:
-            run(args, params, config, *distributed.setup(config.device, dist_config.timeout))
+            ranks = distributed.setup(config.device, dist_config.timeout, params.threads)
+            run(args, params, config, *ranks)
         except (UserError, OSError) as err:
             distributed.record_rank_error(str(err))
             raise
@@ -70,15 +71,28 @@ def main() -> None:
             distributed.teardown()
     elif dist_config.nproc > 1 or dist_config.nnodes > 1:
         run_id = f"mnist-pipeline-{args.model}"
-        distributed.launch(dist_config, run_id, __file__, sys.argv[1:], writer=not args.worker)
+        per_rank = threads.per_process(params.threads, dist_config.nproc)
+        with threads.registered(per_rank * dist_config.nproc):
+            distributed.launch(
+                dist_config,
+                run_id,
+                __file__,
+                sys.argv[1:],
+                threads=params.threads,
+                writer=not args.worker,
+            )
     else:
         from mnist_pipeline.device import select_device
 
-        run(args, params, config, 0, 1, select_device(config.device))
+        in_use = threads.use(params.threads)  # before training, and before the resume key
+        with threads.registered(in_use):
+            run(args, params, config, 0, 1, select_device(config.device))
 
 
 def run(args, params, config, rank, world, device) -> None:
     from pathlib import Path
+
+    import torch
 
     from mnist_pipeline import atomic, distributed
     from mnist_pipeline.data import load_datasets
@@ -136,6 +150,7 @@ def run(args, params, config, rank, world, device) -> None:
         {
             "device": str(device),
             "nproc": world,
+            "threads": torch.get_num_threads(),
             "train_seconds": round(sum(seconds), 3),
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         },

@@ -125,7 +125,11 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
     }
     set_params(
         project,
-        **({"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32, "models": chosen} | params),
+        # One torch thread per stage: pytest runs one worker per core.
+        **(
+            {"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32, "threads": 1, "models": chosen}
+            | params
+        ),
     )
     commit_all(project, "test project")
     return project

@@ -86,6 +86,9 @@ class Params:
     models: dict[str, TrainConfig]
     distributed: DistributedConfig
     resume: bool
+    # torch's CPU threads per train stage (0: torch's default). Not in TrainConfig, so not in the
+    # checkpoints; the resume key has the count in use (resume.py).
+    threads: int
 
     def model(self, name: str) -> TrainConfig:
         if name not in self.models:
@@ -171,7 +174,15 @@ DISTRIBUTED = {
     "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 300),
     "max_restarts": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer", MAX_RESTARTS),
 }
-OTHER_TOP = {"resume": Key(lambda v: isinstance(v, bool), "true or false", True)}
+MAX_THREADS = 1024
+OTHER_TOP = {
+    "resume": Key(lambda v: isinstance(v, bool), "true or false", True),
+    "threads": Key(
+        lambda v: _is_int(v) and 0 <= v <= MAX_THREADS,
+        f"an integer from 0 to {MAX_THREADS} (0: torch's default, one per core)",
+        0,
+    ),
+}
 # fetch.sources, a list of sources, is checked by _parse_sources.
 FETCH = {
     "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 30, cast=float),
@@ -297,6 +308,7 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         models=resolved,
         distributed=distributed,
         resume=top["resume"],
+        threads=top["threads"],
     )
 
 

@@ -83,7 +83,8 @@ class ResumeState:
     def __init__(self, path: str | os.PathLike, key: str, *, verbose: bool = True) -> None:
         import torch
 
-        # The CPU's arithmetic also depends on the torch version and the thread count.
+        # The CPU's arithmetic also depends on the torch version and the thread count: the
+        # stage sets it from params.yaml's `threads` before it makes this key.
         self.key = f"{key}:{torch.__version__}:{torch.get_num_threads()}"
         self.path, self.verbose = Path(path), verbose
         self.restart = ""
