@@ -1,7 +1,7 @@
 """Parallel sweeps: a queued sweep with `-j J` and `threads = cores / J`, against the same
 experiments run one by one, side by side in one run, on real MNIST.
 
-In a temporary copy of the repository with one model (`cnn`, params.yaml's epochs), after one
+In a temporary copy of the repository (params.yaml's models and epochs, or --models), after one
 baseline `dvc repro`:
   1. one by one: `dvc exp run -S threads=T -S lr=X` for each lr, with T = cores / J;
   2. one by one at `threads = cores` (each run alone with every core: the fastest one by one);
@@ -40,12 +40,17 @@ from project import commit_all, copy_repo, dvc, git, set_params  # noqa: E402
 from mnist_pipeline.threads import cores  # noqa: E402
 
 
-def model_md5(project: Path, rev: str | None = None) -> str:
-    """The md5 of models/cnn.pt in the workspace's dvc.lock, or in that of commit ``rev``."""
+def model_md5(project: Path, rev: str | None = None) -> dict[str, str]:
+    """models/<name>.pt -> md5 in the workspace's dvc.lock, or in that of commit ``rev``."""
     text = git(project, "show", f"{rev}:dvc.lock").stdout if rev else None
     lock = yaml.safe_load(text or (project / "dvc.lock").read_text())
-    outs = lock["stages"]["train@cnn"]["outs"]
-    return next(o["md5"] for o in outs if o["path"] == "models/cnn.pt")
+    return {
+        out["path"]: out["md5"]
+        for name, stage in lock["stages"].items()
+        if name.startswith("train@")
+        for out in stage["outs"]
+        if out["path"].startswith("models/")
+    }
 
 
 def load() -> str:
@@ -58,7 +63,7 @@ def forget_runs(project: Path) -> None:
 
 
 def one_by_one(project: Path, lrs: list[str], threads: int) -> tuple[float, dict[str, str]]:
-    """Seconds for `dvc exp run` of each lr in turn, and each run's model md5."""
+    """Seconds for `dvc exp run` of each lr in turn, and each run's models' md5s."""
     forget_runs(project)
     md5s = {}
     start = time.monotonic()
@@ -71,7 +76,7 @@ def one_by_one(project: Path, lrs: list[str], threads: int) -> tuple[float, dict
 
 
 def queued(project: Path, lrs: list[str], threads: int, jobs: int) -> tuple[float, dict, list]:
-    """Seconds from `dvc queue start` to the last experiment done; lr -> (md5, threads shown)."""
+    """Seconds from `dvc queue start` to the last experiment done; lr -> (md5s, threads shown)."""
     before = {e["rev"] for e in experiments(project)}
     forget_runs(project)
     dvc(project, "exp", "run", "--queue", "-S", f"threads={threads}", "-S", f"lr={','.join(lrs)}")
@@ -146,7 +151,8 @@ def main() -> None:
         "--lrs", default="0.03,0.05,0.1,0.2", help="the sweep (default: %(default)s)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="queue workers (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, help="of cnn (default: params.yaml's)")
+    parser.add_argument("--models", help="comma-separated, e.g. cnn (default: params.yaml's)")
+    parser.add_argument("--epochs", type=int, help="(default: params.yaml's)")
     parser.add_argument("--rounds", type=int, default=1, help="of the 3 phases (default: 1)")
     parser.add_argument("--oversubscribed", action="store_true", help="also queue at threads=cores")
     args = parser.parse_args()
@@ -161,17 +167,21 @@ def main() -> None:
         project = copy_repo(root / "project")
         sources = yaml.safe_load((REPO / "params.yaml").read_text())["fetch"]["sources"]
         local = next(s for s in sources if s.get("url") == "")  # the slot for a local copy
+        models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
         set_params(
             project,
             **({"epochs": args.epochs} if args.epochs else {}),
             fetch={"timeout": 30, "sources": [local | {"url": str(mnist)}]},
-            models={"cnn": {"arch": "cnn"}},
+            **({"models": {m: models[m] for m in args.models.split(",")}} if args.models else {}),
         )
         commit_all(project, "sweep bench")
         dvc(project, "repro")  # fetch, prepare, a baseline: what every experiment reuses
         commit_all(project, "baseline")
-        epochs = yaml.safe_load((project / "params.yaml").read_text())["epochs"]
-        print(f"{n} cores; {len(lrs)} experiments of cnn, {epochs} epoch(s), lr {args.lrs}")
+        chosen = yaml.safe_load((project / "params.yaml").read_text())
+        print(
+            f"{n} cores; {len(lrs)} experiments of {', '.join(chosen['models'])}, "
+            f"{chosen['epochs']} epoch(s) unless a model sets its own, lr {args.lrs}"
+        )
 
         ratios, full_ratios = [], []
         for r in range(1, args.rounds + 1):  # each round runs the three phases in turn
@@ -191,11 +201,12 @@ def main() -> None:
             full_ratios.append(queue_t / full_t)
             same = all(runs[f"{float(lr):g}"][0] == alone_md5[lr] for lr in lrs)
             shown = all(shown == threads for _, shown in runs.values())
-            differ = sum(alone_md5[lr] != full_md5[lr] for lr in lrs)
+            pairs = [(md5, full_md5[lr][path]) for lr in lrs for path, md5 in alone_md5[lr].items()]
+            differ = sum(a != b for a, b in pairs)
             print(f"  queued / one by one at threads={threads}: {ratios[-1]:.2f}")
             print(f"  queued / one by one at threads={n}: {full_ratios[-1]:.2f}")
             print(f"  queued models byte-identical to one by one at threads={threads}: {same}")
-            print(f"  models at threads={threads} unlike threads={n}: {differ} of {len(lrs)}")
+            print(f"  models at threads={threads} unlike threads={n}: {differ} of {len(pairs)}")
             print(f"  dvc exp show shows threads={threads} for every queued run: {shown}")
             print(f"  DVC processes alive 20s after the queue emptied: {leftovers or 'none'}")
             if not same:
