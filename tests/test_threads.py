@@ -38,14 +38,13 @@ def test_the_shipped_params_pin_the_thread_count():
     assert yaml.safe_load((REPO / "params.yaml").read_text())["threads"] > 0
 
 
-@pytest.mark.parametrize(
-    "threads, nproc, each", [(2, 1, 2), (2, 2, 1), (3, 2, 1), (1, 4, 1), (0, 1, 0)]
-)
+@pytest.mark.parametrize("threads, nproc, each", [(2, 1, 2), (2, 2, 1), (3, 2, 1), (1, 4, 1)])
 def test_the_ranks_of_a_stage_share_its_threads(threads, nproc, each):
     assert per_process(threads, nproc) == each
 
 
 def test_threads_zero_shares_the_cores_among_ranks():
+    assert per_process(0, 1) == cores()
     assert per_process(0, 2) == max(1, cores() // 2)
 
 

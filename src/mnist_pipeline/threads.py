@@ -33,13 +33,9 @@ def cores() -> int:
 
 
 def per_process(threads: int, nproc: int) -> int:
-    """Torch threads for each of a stage's ``nproc`` processes: ``threads`` shared among them.
-
-    0 with one process keeps torch's default (returned as 0); with several, the cores are shared.
-    """
-    if threads == 0:
-        return 0 if nproc == 1 else max(1, cores() // nproc)
-    return max(1, threads // nproc)
+    """Torch threads for each of a machine's ``nproc`` ranks: ``threads`` shared among them, or
+    with ``threads`` 0 the cores."""
+    return max(1, (threads or cores()) // nproc)
 
 
 def use(threads: int) -> int:
