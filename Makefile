@@ -8,13 +8,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 DEPS_HASH := $(shell cat requirements.txt pyproject.toml | $(PYTHON) -c \
 	"import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])")
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
+# The page template of `dvc plots show/diff` (.dvc/config: plots.html_template), vega inlined.
+PLOTS_PAGE := .dvc/vega-offline.html
 
 .PHONY: help install repro test test-unit lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install the pinned dependencies
+install: $(STAMP) $(PLOTS_PAGE)  ## create .venv and install the pinned dependencies
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info < (3, 11))" || \
@@ -24,6 +26,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Made from the installed vl-convert-python, so remade after every install (and if deleted).
+$(PLOTS_PAGE): $(STAMP)
+	$(BIN)/python -m mnist_pipeline.plots_page $@
 
 repro: install  ## run the whole pipeline on real MNIST (dvc repro)
 	$(BIN)/dvc repro
@@ -45,5 +51,5 @@ format: install  ## fix what ruff can fix, and format the code
 bench: install  ## measure speed ratios on this machine -> BENCHMARKS.md
 	$(BIN)/python bench/benchmark.py --out BENCHMARKS.md
 
-clean:  ## remove the virtual environment
-	rm -rf $(VENV)
+clean:  ## remove the virtual environment (and the plots page made from it)
+	rm -rf $(VENV) $(PLOTS_PAGE)

@@ -7,7 +7,8 @@ Outputs (each written atomically):
   metrics/train/<name>.json      wall-clock seconds per epoch and the device (not deterministic)
 
 After every epoch the state needed to continue is saved to --state (kept by neither git nor
-DVC); a rerun after an interruption resumes from it, and success removes it.
+DVC); a rerun after an interruption resumes from it, and success removes it. Under torchrun
+the writer reads it and hands it to every rank, at the start and at every elastic restart.
 
 With distributed.nnodes > 1, every other node runs the same training as a worker that writes
 nothing:  python stages/train.py --worker --model <name>
@@ -58,9 +59,13 @@ def main() -> None:
             raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     if distributed.under_torchrun():
         try:
-            run(args, params, config, *distributed.setup(config.device, params.threads))
+            ranks = distributed.setup(config.device, dist_config.timeout, params.threads)
+            run(args, params, config, *ranks)
         except (UserError, OSError) as err:
             distributed.record_rank_error(str(err))
+            raise
+        except Exception as err:  # a lost node, say: torch elastic restarts this rank
+            distributed.record_rank_crash(err)
             raise
         finally:
             distributed.teardown()
@@ -97,16 +102,16 @@ def run(args, params, config, rank, world, device) -> None:
 
     writer = distributed.is_writer() and not args.worker
     train_ds, valid_ds = load_datasets(args.prepared, splits=("train", "valid"))
-    # Across several machines only the writer's node has the state file: such runs restart.
-    resumable = params.resume and args.state and params.distributed.nnodes == 1
-    resume = None
+    # Only the writer keeps a state file; under torchrun every rank gets its state from it.
+    resumable = writer and params.resume and args.state
+    resume, restart = None, ""
     if resumable or world > 1:  # what the run trains, hashed: data, settings and code
         data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
         key = state_key(config.to_dict(), data, code_files(__file__))
         if world > 1:
-            distributed.check_same(key)
+            writer_rank, restart = distributed.agree(key, writer)
         if resumable:
-            resume = ResumeState(args.state, key, verbose=writer)
+            resume = ResumeState(args.state, key)
 
     def after_epoch(state: dict) -> None:
         """The writer, after each epoch: the resume state, then the history so far."""
@@ -114,7 +119,11 @@ def run(args, params, config, rank, world, device) -> None:
             resume.save(state)
         write_history(args.history, state["history"])  # grows while the stage runs
 
-    state = resume.load(config.epochs) if resume else None
+    state = resume.load(config.epochs, restart=restart) if resume else None
+    if restart and writer and not resume:
+        print(f"train: {restart}: starting from epoch 0 (resume is off)", flush=True)
+    if world > 1:  # one state for the whole run: the writer's, whichever node went down
+        state = distributed.share(state, writer_rank)
     if state and writer:  # the history of a resumed run starts from the epochs already done
         write_history(args.history, state["history"])
     model, history = train_model(

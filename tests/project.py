@@ -77,12 +77,28 @@ def tracked_files() -> list[str]:
     return [f for f in out.splitlines() if not f.startswith(SKIP) and (REPO / f).is_file()]
 
 
+def plots_page(root: Path) -> Path:
+    """The page template of `dvc plots show` that ``root``'s .dvc/config names."""
+    from configobj import ConfigObj
+
+    config = ConfigObj(str(root / ".dvc" / "config"))
+    return root / ".dvc" / config["plots"]["html_template"]
+
+
 def copy_repo(project: Path) -> Path:
     """Copy this repository's source files (no outputs) to ``project``."""
     for rel in tracked_files():
         dest = project / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dest)
+    # Made by `make install` and git-ignored, as in a user's checkout: copy it, or make it.
+    page, dest = plots_page(REPO), plots_page(project)
+    if page.is_file():
+        shutil.copy2(page, dest)
+    else:
+        from mnist_pipeline import plots_page as make_page
+
+        make_page.main([str(dest)])
     return project
 
 

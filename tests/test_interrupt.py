@@ -4,7 +4,10 @@ byte-identical to a run that was never stopped."""
 
 from __future__ import annotations
 
+import io
 import signal
+import struct
+import zipfile
 
 import pytest
 import yaml
@@ -73,3 +76,32 @@ def test_one_cycle_resume_is_exact_and_a_changed_setting_or_corrupt_state_starts
     result = dvc(project, "repro", "train@fast")
     assert "ignoring .resume/fast.pt: made with other settings, data or code" in result.stdout
     assert "fast epoch 0:" in result.stdout and "resuming" not in result.stdout
+
+
+def flip_a_byte_inside_a_tensor(state) -> None:
+    """Flip one byte in the middle of the largest tensor stored in a resume state file."""
+    data = state.read_bytes()
+    start = data.index(b"\n", data.index(b"\n") + 1) + 1  # past the magic and header lines
+    with zipfile.ZipFile(io.BytesIO(data[start:])) as archive:
+        member = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
+        local = archive.fp
+        local.seek(member.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", local.read(4))
+    at = start + member.header_offset + 30 + name_len + extra_len + member.file_size // 2
+    state.write_bytes(data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :])
+
+
+def test_a_state_damaged_on_disk_is_ignored_and_the_model_is_exact(project):
+    dvc(project, "repro", "train@cnn")
+    uninterrupted = (project / "models" / "cnn.pt").read_bytes()
+    stop_after_epoch(project, "cnn", 1, signal.SIGKILL, EPOCHS)
+    flip_a_byte_inside_a_tensor(project / ".resume" / "cnn.pt")
+    result = dvc(project, "repro", "train@cnn")
+    assert (
+        "train: ignoring .resume/cnn.pt: damaged (checksum mismatch); starting from epoch 0"
+        in result.stdout
+    )
+    assert "resuming" not in result.stdout
+    assert (project / "models" / "cnn.pt").read_bytes() == uninterrupted

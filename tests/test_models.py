@@ -64,7 +64,10 @@ def test_unknown_model_lists_valid_ones():
     [
         ("MODELS = make_models()", "MODELS must be a list written out"),
         ("MODELS = [Model(NAME, build)]", "its name written as a string"),
-        ("MODELS = [Model('cnn', build)]", "model 'cnn' is already declared in tutorial.py"),
+        (
+            "MODELS = [Model('cnn', build)]",
+            "model 'cnn' is declared twice, in tutorial.py and zzz_user.py; rename one",
+        ),
         ("MODELS = [Model('x', build]", "syntax error at line 1"),
     ],
 )
@@ -83,6 +86,25 @@ def test_a_module_the_registry_cannot_read_is_refused_in_one_line(tmp_path, sour
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert "zzz_user.py" in line and message in line and "\n" not in line
+
+
+def test_a_model_module_that_fails_to_import_is_one_line_naming_the_file(tmp_path):
+    package = tmp_path / "mnist_pipeline"
+    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
+    (package / "models" / "mine.py").write_text(
+        "import not_installed_anywhere\n\nMODELS = [Model('mine', build)]\n"
+    )
+    probe = (
+        "from mnist_pipeline.errors import UserError\n"
+        "from mnist_pipeline.models import get_model\n"
+        "try:\n    get_model('mine')\nexcept UserError as err:\n    print(err)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == (
+        f"{package / 'models' / 'mine.py'}: cannot import it "
+        "(ModuleNotFoundError: No module named 'not_installed_anywhere')"
+    )
 
 
 def no_reduction(out, yb):
@@ -143,6 +165,40 @@ def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkey
     monkeypatch.setattr(train, "get_model", lambda name: spec)
     with pytest.raises(UserError, match=f"^model 'm': {rule}"):
         train_model(_named({}), *tiny, torch.device("cpu"))
+
+
+def raises():
+    raise RuntimeError("boom")
+
+
+def conv_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 10, 28), torch.nn.Flatten())
+
+
+@pytest.mark.parametrize(
+    "spec, rule",
+    [
+        (Model("m", raises), "build\\(\\) raised RuntimeError: boom$"),
+        (
+            Model("m", lambda: torch.nn.Linear(784, 5)),
+            "its network must map a batch of shape \\(2, 784\\) to \\(2, 10\\), got \\(2, 5\\)$",
+        ),
+        (
+            Model("m", conv_net),
+            "its network failed on a batch of shape \\(2, 784\\) \\(RuntimeError: .*\\); "
+            "a network of images wants image_input=True$",
+        ),
+    ],
+)
+def test_a_network_that_cannot_train_is_refused_before_training(spec, rule, tiny, monkeypatch):
+    import mnist_pipeline.train as train
+
+    monkeypatch.setattr(train, "get_model", lambda name: spec)
+    with pytest.raises(UserError, match=f"^model 'm': {rule}"):
+        train_model(_named({}), *tiny, torch.device("cpu"))
+    working = dataclasses.replace(spec, build=conv_net, image_input=True)
+    monkeypatch.setattr(train, "get_model", lambda name: working)
+    train_model(_named({}), *tiny, torch.device("cpu"))  # the same net, told it gets images
 
 
 class NoGroups:

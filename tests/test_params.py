@@ -1,12 +1,15 @@
 """params.yaml validation: every bad value is refused with a message naming the key."""
 
+import json
+
 import pytest
+import torch
 import yaml
 from conftest import tiny_params
 
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.models import model_names
-from mnist_pipeline.params import DistributedConfig, load_params, parse_params
+from mnist_pipeline.params import SEED_MAX, DistributedConfig, load_params, parse_params
 
 
 def test_defaults_resolve_and_overrides_apply():
@@ -56,8 +59,16 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"device": "cuda:x"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
         ({"models": {}}, "models: expected a non-empty mapping"),
         ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
+        (
+            {"models": {"mine": {}}},
+            "models.mine: no model named 'mine' in src/mnist_pipeline/models/ (set arch: to one",
+        ),
         ({"models": {"m": {"arch": "cnn", "lrr": 1}}}, "params.yaml: models.m: unknown key 'lrr'"),
         ({"models": {"m": {"arch": "cnn", "lr": -1}}}, "models.m.lr: expected a positive"),
+        (
+            {"models": {"m": {"arch": "cnn", "weight_decay": float("inf")}}},
+            "models.m.weight_decay: expected a finite non-negative number, got inf",
+        ),
         ({"models": {"m": {"arch": "cnn", "optimizer": "rmsprop"}}}, "optimizer: expected one of"),
         (
             {"models": {"m": {"arch": "cnn", "label_smoothing": 1}}},
@@ -72,8 +83,8 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
             "distributed.rdzv_endpoint: expected 'host:port' (empty for one node), got 'nohost'",
         ),
         ({"distributed": {"rdzv_endpoint": "h:port"}}, "for one node), got 'h:port'"),
-        ({"distributed": {"timeout": 0}}, "distributed.timeout: expected a positive number of"),
-        ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: nnodes"),
+        ({"distributed": {"timeout": 0}}, "distributed.timeout: expected a number of seconds in"),
+        ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: max_"),
         ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
         ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than the 4 ranks"),
         ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),
@@ -86,6 +97,11 @@ def test_bad_params_are_refused(change, message):
     assert message in str(err.value)
     assert str(err.value).startswith("params.yaml")
     assert "\n" not in str(err.value)
+
+
+def test_unknown_keys_of_mixed_types_are_refused_in_one_line():
+    with pytest.raises(UserError, match="^params.yaml: unknown key 1; valid keys: bs, "):
+        parse_params(tiny_params() | {1: 2, "zz": 3}, "params.yaml")
 
 
 def test_missing_key_is_refused():
@@ -107,3 +123,156 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("lr: [0.1\n")
     with pytest.raises(UserError, match=r"params.yaml: invalid YAML at line \d+"):
         load_params(bad)
+
+
+# Issue 18, case 3: params.yaml is read as DVC reads it (YAML 1.2), to plain Python values.
+
+PARAMS_12 = """\
+seed: 0
+device: cpu
+epochs: 1
+bs: 32
+lr: 1e-3          # YAML 1.1 (PyYAML) reads these two as strings
+momentum: 9.0e-1
+fetch:
+  timeout: 3e1
+  sources: [{url: "", checksums: ["md5:a02cd19f81d51c426d7ca14024243ce9"]}]
+models:
+  cnn: !!omap [arch: cnn, lr: 1.0e308]
+  logistic: {arch: logistic, weight_decay: 1E-4}
+"""
+
+
+def plain(value) -> bool:
+    """True if value is built only of dict, list, str, int, float, bool and None."""
+    if type(value) is dict:
+        return all(plain(k) and plain(v) for k, v in value.items())
+    if type(value) is list:
+        return all(plain(v) for v in value)
+    return type(value) in (str, int, float, bool, type(None))
+
+
+def test_params_yaml_is_read_as_dvc_reads_it(tmp_path):
+    from dvc.utils.serialize import parse_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_12)
+    assert yaml.safe_load(PARAMS_12)["lr"] == "1e-3"  # the bug: YAML 1.1 gives a string
+    dvc_sees = parse_yaml(PARAMS_12, str(path))
+    params = load_params(path)
+    cnn, logistic = params.model("cnn"), params.model("logistic")
+    assert logistic.lr == dvc_sees["lr"] == 0.001 and logistic.momentum == 0.9
+    assert cnn.lr == 1e308 and logistic.weight_decay == 1e-4
+    assert params.fetch.timeout == 30.0
+    for config in (cnn, logistic):  # what checkpoints and JSON files hold: plain values only
+        assert plain(config.to_dict()), config.to_dict()
+        json.dumps(config.to_dict())
+
+
+NUMBERS = [  # (a line of params.yaml, the error; None if accepted)
+    ("lr: 1e-3", None),
+    ("lr: 1.0e308", None),
+    ("lr: .inf", "lr: expected a positive number, got inf"),
+    ("lr: .nan", "lr: expected a positive number, got nan"),
+    ("lr: 1e400", "lr: expected a positive number, got inf"),
+    ("seed: 18446744073709551615", None),
+    ("seed: 0x10", None),
+    (
+        "seed: 18446744073709551616",
+        f"seed: expected an integer 0..{SEED_MAX}, got 18446744073709551616",
+    ),
+    ("seed: -1", "seed: expected an integer 0..18446744073709551615, got -1"),
+    ("seed: 1.5", "seed: expected an integer 0..18446744073709551615, got 1.5"),
+    ("fetch: {timeout: 86400, sources: [{url: x, checksums: ['md5:" + "0" * 32 + "']}]}", None),
+    ("fetch: {timeout: .inf, sources: []}", "fetch.timeout: expected a number of seconds in"),
+    ("fetch: {timeout: .nan, sources: []}", "fetch.timeout: expected a number of seconds in"),
+    ("fetch: {timeout: 1e308, sources: []}", "fetch.timeout: expected a number of seconds in"),
+    ("distributed: {timeout: 0.5}", None),
+    ("distributed: {timeout: .inf}", "distributed.timeout: expected a number of seconds in"),
+    ("distributed: {timeout: 86401}", "distributed.timeout: expected a number of seconds in"),
+]
+
+
+@pytest.mark.parametrize("line, message", NUMBERS, ids=[n[0] for n in NUMBERS])
+def test_every_number_is_accepted_or_refused_in_one_line(tmp_path, line, message):
+    key = line.split(":")[0]
+    raw = {k: v for k, v in tiny_params().items() if k != key}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False) + line + "\n")
+    if message is None:
+        params = load_params(path)
+        seed = params.model("cnn").seed
+        torch.Generator().manual_seed(seed)  # every accepted seed is one torch takes
+        torch.manual_seed(seed)
+        return
+    with pytest.raises(UserError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert message in str(err.value)
+
+
+def test_a_seed_past_the_bound_is_one_torch_refuses():
+    """SEED_MAX is torch's own bound, measured: one more overflows its manual_seed."""
+    torch.Generator().manual_seed(SEED_MAX)
+    with pytest.raises(ValueError, match="Overflow"):
+        torch.Generator().manual_seed(SEED_MAX + 1)
+
+
+# Issue 18, case 5: model names, checked before any stage runs (check_params).
+
+ALLOWED = "1-64 letters, digits, _ or -, starting with a letter or _"
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("x;touch PWNED;", "'x;touch PWNED;'"),
+        ("two words", "'two words'"),
+        ("a" * 65, "'" + "a" * 65 + "'"),
+        ("-rf", "'-rf'"),
+        ("9lives", "'9lives'"),
+        ("", "''"),
+        ("caf\u00e9", "'caf\u00e9'"),
+        (1, "1 is not allowed (YAML reads it as an integer)"),
+        (True, "True is not allowed (YAML reads it as a boolean)"),
+        (None, "None is not allowed (YAML reads it as null)"),
+        (1.5, "1.5 is not allowed (YAML reads it as a number)"),
+    ],
+)
+def test_bad_model_names_are_refused(name, shown):
+    with pytest.raises(UserError) as err:
+        parse_params(tiny_params(models={name: {"arch": "cnn"}}), "params.yaml")
+    message = str(err.value)
+    assert message.startswith(f"params.yaml: models: model name {shown}"), message
+    assert message.endswith(f"; use {ALLOWED}") and "\n" not in message
+
+
+def test_good_model_names_are_accepted():
+    names = ["a" * 64, "_x", "cnn-2", "CNN_v2", "x"]
+    params = parse_params(tiny_params(models={n: {"arch": "cnn"} for n in names}))
+    assert list(params.models) == names
+
+
+def test_yaml_int_and_bool_model_names_are_refused(tmp_path):
+    """`1:` and `true:` under models: are YAML keys of other types, refused as such."""
+    for key, kind in (("1", "an integer"), ("true", "a boolean")):
+        raw = yaml.safe_dump(tiny_params(models={"cnn": {"arch": "cnn"}}), sort_keys=False)
+        path = tmp_path / "params.yaml"
+        path.write_text(raw + f"  {key}: {{arch: cnn}}\n")
+        with pytest.raises(
+            UserError, match=f"model name .* is not allowed .YAML reads it as {kind}"
+        ):
+            load_params(path)
+
+
+def test_a_duplicate_key_is_one_line_with_its_line_number(tmp_path):
+    """PyYAML kept the last of two equal keys; DVC's loader refuses them, and so does this."""
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_12 + "lr: 0.5\n")
+    line = len(PARAMS_12.splitlines()) + 1
+    with pytest.raises(UserError) as err:
+        load_params(path)
+    assert str(err.value) == (
+        f"{path}: invalid YAML at line {line}: "
+        'found duplicate key "lr" with value "0.5" (original value: "0.001")'
+    )

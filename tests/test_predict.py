@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -104,7 +106,9 @@ def trained(tmp_path_factory):
 def cli(work, *args: str, prefix=()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, *prefix] if prefix else [sys.executable, "-m", "mnist_pipeline.predict"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd, *args], cwd=work, capture_output=True, text=True, env=env)
+    return subprocess.run(  # a timeout: reading a FIFO once hung here
+        [*cmd, *args], cwd=work, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_json_answers_equal_evaluate_for_mnist_form_images(trained):
@@ -184,9 +188,39 @@ def bad(name: str, content: bytes | None = None, size=(28, 28), colour=0):
     return setup
 
 
+def fifo(w):
+    os.mkfifo(w / "pipe.png")  # nothing ever writes to it: opening it to read would block
+    return ["pipe.png"], ()
+
+
+def header_only_png(path, width: int, height: int):
+    """A PNG of a few bytes whose header claims width x height 8-bit gray pixels: only a
+    check made before decoding can name its size (decoding would find no pixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+    path.write_bytes(png + chunk(b"IEND", b""))
+    return [path.name], ()
+
+
 BAD = {  # id: (setup -> (args, interpreter prefix), expected in the message)
     "missing image": (lambda w: (["nothing.png"], ()), "nothing.png: image file not found"),
-    "a folder": (lambda w: (["."], ()), ".: cannot read image (Is a directory)"),
+    "a folder": (lambda w: (["."], ()), ".: not a regular file (a folder); give an image file"),
+    "a FIFO": (fifo, "pipe.png: not a regular file (a FIFO); give an image file"),
+    "a device": (lambda w: (["/dev/zero"], ()), "/dev/zero: not a regular file (a character"),
+    "too many pixels": (
+        lambda w: header_only_png(w / "big.png", 13000, 13000),  # 169 MP: Pillow only warned
+        "big.png: 13000x13000 is 169000000 pixels; predict reads at most 16777216 (4096x4096)",
+    ),
+    "past Pillow's limit": (
+        lambda w: header_only_png(w / "huge.png", 20000, 20000),
+        "huge.png: more than 178956970 pixels; predict reads at most 16777216 (4096x4096)",
+    ),
     "not an image": (bad("notes.png", b"just text\n"), "notes.png: not an image"),
     "truncated image": (
         lambda w: bad("cut.png", (w / "scaled" / "valid-000.png").read_bytes()[:200])(w),
@@ -218,6 +252,51 @@ def test_bad_inputs_are_one_line_naming_the_file(trained, case, tmp_path):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert message in result.stderr
+
+
+def test_every_pillow_mode_converts_or_is_refused_in_one_line(trained, tmp_path):
+    """LAB (a TIFF, as in issue 18: Pillow cannot convert it to L) reads as its grayscale
+    original, and so does every other mode Pillow makes (to_mnist's ValueError guard makes
+    any other a one-line refusal)."""
+    from mnist_pipeline.errors import UserError
+    from mnist_pipeline.preprocess import to_mnist
+
+    gray = Image.fromarray(form(trained.pixels[0], "scaled-inverted"))
+    gray.convert("RGB").convert("LAB").save(tmp_path / "lab.tif")
+    assert Image.open(tmp_path / "lab.tif").mode == "LAB"
+    expected = to_mnist(gray)
+    assert cosine(to_mnist(tmp_path / "lab.tif", "lab.tif"), expected) > 0.999
+    result = cli(trained.work, "--model", "fast", "--top", "1", str(tmp_path / "lab.tif"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tmp_path / 'lab.tif'}: {int(trained.expected[0])} (")
+    deep = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)  # the same, in 16 bits
+    for mode in MODES:
+        # Pillow's I;16 -> I;16L clips at 255: through I, the 16-bit values stay.
+        sources = [deep if mode == "I;16" else deep.convert("I")] if mode[0] == "I" else [gray]
+        image = next(
+            converted
+            for source in (*sources, gray.convert("RGBA"), gray.convert("LA"))
+            if (converted := convert_or_none(source, mode)) is not None
+        )
+        assert image.mode == mode
+        try:
+            pixels = to_mnist(image, f"{mode}.img")
+        except UserError as err:  # a refusal would be one line naming the image
+            pytest.fail(f"{mode} refused: {err}")
+        # Bilevel "1" is dithered: the digit, but grainy.
+        assert cosine(pixels, expected) > (0.8 if mode == "1" else 0.99), mode
+
+
+# Every mode Pillow 13 makes (its BGR;* modes are gone).
+MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "F", "LA", "PA")
+MODES += ("RGBX", "RGBa", "La", "I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def convert_or_none(image, mode: str):
+    try:
+        return image if image.mode == mode else image.convert(mode)
+    except ValueError:
+        return None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

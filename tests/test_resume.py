@@ -73,6 +73,26 @@ def test_a_state_made_for_another_key_or_corrupt_is_ignored_in_one_line(tmp_path
     assert capsys.readouterr().out == ""  # nothing to resume: nothing to say
 
 
+def test_a_state_damaged_on_disk_fails_its_checksum_before_it_is_unpickled(tmp_path, capsys):
+    """One flipped byte inside a tensor still loads with torch.load: the checksum refuses it."""
+    path = tmp_path / "state.pt"
+    weights = torch.arange(1000, dtype=torch.float32)
+    ResumeState(path, key="k").save({"history": [{"epoch": 0}], "model": {"w": weights}})
+    intact = path.read_bytes()
+    at = intact.index(weights[500].numpy().tobytes())  # inside the tensor's stored bytes
+    for damaged in (
+        intact[:at] + bytes([intact[at] ^ 1]) + intact[at + 1 :],
+        intact[: len(intact) - 10],  # a payload cut short
+    ):
+        path.write_bytes(damaged)
+        assert ResumeState(path, key="k").load(EPOCHS) is None
+        assert capsys.readouterr().out == (
+            f"train: ignoring {path}: damaged (checksum mismatch); starting from epoch 0\n"
+        )
+    path.write_bytes(intact)
+    assert torch.equal(ResumeState(path, key="k").load(EPOCHS)["model"]["w"], weights)
+
+
 def test_key_changes_with_config_data_and_code(tmp_path):
     data, code = tmp_path / "train.pt", tmp_path / "train.py"
     data.write_bytes(b"data")

@@ -115,6 +115,7 @@ NOT_TRAIN_PARAMS = {
     "resume": "decides only whether an interrupted run continues; the result is the same",
     "distributed.rdzv_endpoint": "where the nodes meet, not what they compute",
     "distributed.timeout": "how long to wait for the nodes, not what they compute",
+    "distributed.max_restarts": "a restarted run resumes to the same result",
 }
 
 

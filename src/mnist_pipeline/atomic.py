@@ -55,10 +55,43 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class _WriteRecorder:
+    """A file that remembers the OSError its write raised.
+
+    torch.save, writing to a full disk, replaces the write's OSError (No space left on device)
+    with a RuntimeError of its own ("[enforce fail at inline_container.cc:...] unexpected
+    pos ..."), raised when it closes the archive; this keeps the real reason.
+    """
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+
 def torch_save(obj: object, path: str | os.PathLike) -> None:
     import torch
 
     # Saved through a file object: torch then names the archive's root 'archive' instead of
     # after the (random) temporary file name, so equal objects give byte-identical files.
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        recorder = _WriteRecorder(f)
+        try:
+            torch.save(obj, recorder)
+        except Exception:
+            if recorder.error is not None:  # atomic_path makes it the one-line "cannot write"
+                raise recorder.error from None
+            raise

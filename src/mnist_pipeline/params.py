@@ -65,6 +65,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+MAX_RESTARTS = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """How train stages run: ``nproc`` processes on each of ``nnodes`` machines."""
@@ -73,6 +76,7 @@ class DistributedConfig:
     nnodes: int
     rdzv_endpoint: str  # host:port of the rendezvous, for nnodes > 1
     timeout: float  # seconds to wait for every node to join
+    max_restarts: int = MAX_RESTARTS  # torch elastic restarts per node after a rank dies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +127,23 @@ def _endpoint(v: object) -> bool:
     return isinstance(v, str) and (v == "" or bool(host) and port.isdigit())
 
 
+# A model's name becomes a stage name, file names and, through dvc.yaml's ${key}, part of a
+# shell command: only this alphabet, checked by check_params before any stage runs.
+MODEL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+MODEL_NAMES = "1-64 letters, digits, _ or -, starting with a letter or _"
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes 0..2**64-1 (and negatives, which wrap)
+TIMEOUT_MAX = 86400.0  # a day: longer than any download or rendezvous, short of a hang
+
+
+def _timeout(v: object) -> bool:
+    """Seconds, finite and at most a day: nan, .inf and 1e308 would overflow a deadline."""
+    return _is_number(v) and 0 < v <= TIMEOUT_MAX
+
+
 # Adding a key is one line here, one field in TrainConfig/DistributedConfig, one in params.yaml.
 # Shared keys sit at the top level; each model may override them.
 SHARED = {
-    "seed": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "seed": Key(lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"an integer 0..{SEED_MAX}"),
     "device": Key(
         lambda v: isinstance(v, str) and bool(DEVICE_RE.match(v)),
         "one of auto, cpu, cuda, cuda:N, mps",
@@ -141,7 +158,10 @@ MODEL_ONLY = {
     "optimizer": _one_of(*OPTIMIZERS),
     "scheduler": _one_of(*SCHEDULERS),
     "weight_decay": Key(
-        lambda v: _is_number(v) and v >= 0, "a non-negative number", 0.0, cast=float
+        lambda v: _is_number(v) and 0 <= v < float("inf"),
+        "a finite non-negative number",
+        0.0,
+        cast=float,
     ),
     "label_smoothing": Key(
         lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", 0.0, cast=float
@@ -151,7 +171,8 @@ DISTRIBUTED = {
     "nproc": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
     "nnodes": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
     "rdzv_endpoint": Key(_endpoint, "'host:port' (empty for one node)", ""),
-    "timeout": Key(lambda v: _is_number(v) and v > 0, "a positive number of seconds", 300),
+    "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 300),
+    "max_restarts": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer", MAX_RESTARTS),
 }
 MAX_THREADS = 1024
 OTHER_TOP = {
@@ -164,7 +185,7 @@ OTHER_TOP = {
 }
 # fetch.sources, a list of sources, is checked by _parse_sources.
 FETCH = {
-    "timeout": Key(lambda v: _is_number(v) and v > 0, "a positive number", 30, cast=float),
+    "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 30, cast=float),
 }
 
 
@@ -196,7 +217,7 @@ def _place(where: str) -> str:
 
 
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
         raise UserError(
             f"{_place(where)}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
@@ -258,12 +279,18 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         raise UserError(f"{where}models: expected a non-empty mapping of model name to settings")
     resolved = {}
     for name, settings in models.items():
+        _check_model_name(where, name)
         at = f"{where}models.{name}."
         settings = dict(_mapping(at, settings if settings is not None else {}))
+        written = "arch" in settings
         arch = settings.pop("arch", name)
         if arch not in model_names():
+            valid = ", ".join(model_names())
+            if written:
+                raise UserError(f"{at}arch: unknown architecture {arch!r}; valid: {valid}")
             raise UserError(
-                f"{at}arch: unknown architecture {arch!r}; valid: {', '.join(model_names())}"
+                f"{at[:-1]}: no model named {name!r} in src/mnist_pipeline/models/ "
+                f"(set arch: to one of them): valid: {valid}"
             )
         _check_keys(at, settings | {"arch": arch}, {"arch", *SHARED, *MODEL_ONLY})
         values = shared | _section(at, settings, {**SHARED, **MODEL_ONLY} | _defaults(shared))
@@ -285,27 +312,63 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     )
 
 
+def _check_model_name(where: str, name: object) -> None:
+    """Refuse a name outside MODEL_NAME_RE; YAML's 1, true or null keys are not strings."""
+    if not (isinstance(name, str) and MODEL_NAME_RE.fullmatch(name)):
+        kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+        hint = "" if isinstance(name, str) else f" (YAML reads it as {kind.get(type(name))})"
+        raise UserError(
+            f"{where}models: model name {name!r} is not allowed{hint}; use {MODEL_NAMES}"
+        )
+
+
 def _defaults(shared: dict) -> dict[str, Key]:
     """SHARED with the top level's values as defaults: what a model does not set, it inherits."""
     return {k: dataclasses.replace(SHARED[k], default=v) for k, v in shared.items()}
 
 
+def _plain(value: object) -> object:
+    """Plain dict, list, str, int, float, bool and None: what a checkpoint or JSON can hold.
+
+    ruamel's safe loader already gives these, except for an ordered map (``!!omap``) and the
+    rarer tags (dates, sets, binary), which are kept as they are: no params key accepts them,
+    so each is refused in one line by its key's check.
+    """
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):  # bool first: it is an int
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; every problem is a one-line UserError."""
-    import yaml
+    """Read and validate params.yaml as DVC reads it; every problem is a one-line UserError.
+
+    DVC reads params.yaml with ruamel.yaml's safe loader (YAML 1.2), so this does too: both see
+    ``lr: 1e-3`` as the float 0.001 (YAML 1.1, PyYAML's, reads it as a string).
+    """
+    from ruamel.yaml import YAML, YAMLError
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: params file not found") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read params file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        raw = YAML(typ="safe").load(text)  # as dvc.utils.serialize.parse_yaml
+    except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "syntax error"
+        problem = " ".join(str(problem).split())  # a duplicate key's problem spans lines
         raise UserError(f"{path}: invalid YAML{line}: {problem}") from None
-    return parse_params(raw, str(path))
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML: nested too deeply") from None
+    return parse_params(_plain(raw), str(path))

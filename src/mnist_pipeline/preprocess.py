@@ -17,6 +17,7 @@ The result is uint8 pixels p, as in the prepared data; the model sees p / 256.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -28,44 +29,117 @@ INK = 0.4  # a pixel is ink if at least this fraction of the strongest ink
 MIN_CONTRAST = 32  # ink must stand out this much (of 255) from the background, or it is blank
 
 
+# The most pixels an image may have: 4096 x 4096, so a 16-megapixel phone photo (4608 x 3456)
+# fits, and predict peaks at about 0.4 GB and 1 s on it (to_mnist works in float64: ~20 bytes
+# a pixel). Pillow's own limit (89 MP, refused only at twice that) let a 180 KB PNG of
+# 13000 x 13000 take 4.3 GB and 17 s. Checked from the header, before any pixel is decoded.
+MAX_PIXELS = 2**24
+AT_MOST = f"predict reads at most {MAX_PIXELS} (4096x4096): scale it down"
+
+
+def _check_size(image, name: str) -> None:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise UserError(f"{name}: {width}x{height} is {width * height} pixels; {AT_MOST}")
+
+
+def _open_regular(path: str, name: str):
+    """A binary file object for ``path``, refused in one line unless it is a regular file.
+
+    stat first, so a FIFO is never opened (opening one for reading would wait for a writer);
+    the open is non-blocking and checked again, in case the path changed in between.
+    """
+    import stat
+
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+
+    def check(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            kind = next((k for is_kind, k in kinds.items() if is_kind(mode)), "a special file")
+            raise UserError(f"{name}: not a regular file ({kind}); give an image file")
+
+    try:
+        check(os.stat(path).st_mode)
+        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))
+    except FileNotFoundError:
+        raise UserError(f"{name}: image file not found") from None
+    except OSError as err:  # permission, a name too long...
+        raise UserError(f"{name}: cannot read image ({err.strerror or err})") from None
+    try:
+        check(os.fstat(f.fileno()).st_mode)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def read_image(source, name: str | None = None):
-    """A PIL image from a path, a PIL image, or a uint8 array; errors are one line."""
+    """A PIL image from a path, a PIL image, or a uint8 array; errors are one line.
+
+    A path must name a regular file of at most MAX_PIXELS pixels.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
+        _check_size(source, name or "image")
         return source
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
             raise UserError(f"{name or 'array'}: expected uint8 (H, W) or (H, W, 3|4) pixels")
-        return Image.fromarray(source)
+        image = Image.fromarray(source)
+        _check_size(image, name or "array")
+        return image
     path = name or os.fspath(source)
     try:
-        with Image.open(source) as opened:  # the first frame, read into memory
-            opened.load()
-            image = opened.copy()
-    except FileNotFoundError:
-        raise UserError(f"{path}: image file not found") from None
+        with warnings.catch_warnings(), _open_regular(os.fspath(source), path) as f:
+            # Pillow warns (on stderr) above its own limit: MAX_PIXELS refuses those anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as opened:  # reads the header only
+                _check_size(opened, path)  # before any pixel is decoded
+                opened.load()  # the first frame, read into memory
+                image = opened.copy()
+    except UserError:
+        raise
+    except Image.DecompressionBombError:  # above twice Pillow's limit: refused at the header
+        raise UserError(
+            f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS} pixels; {AT_MOST}"
+        ) from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image (Pillow cannot identify it)") from None
-    except OSError as err:  # permission, a folder, a truncated or corrupt image
+    except OSError as err:  # a truncated or corrupt image
         raise UserError(f"{path}: cannot read image ({err.strerror or err})") from None
     except Exception as err:  # decompression bombs, malformed headers
         raise UserError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     return image
 
 
-def grayscale(image) -> np.ndarray:
-    """(H, W) float pixels 0..255: EXIF-rotated, transparency on white, 16-bit scaled."""
+def grayscale(image, name: str = "image") -> np.ndarray:
+    """(H, W) float pixels 0..255: EXIF-rotated, transparency on white, 16-bit scaled.
+
+    Every Pillow mode converts, or is refused in one line. Pillow cannot convert LAB or
+    premultiplied La to L: they go through RGB and LA.
+    """
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(image, dtype=np.float64) / 257
-    if image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    return np.asarray(image.convert("L"), dtype=np.float64)
+    try:
+        if image.mode in ("LAB", "La"):
+            image = image.convert({"LAB": "RGB", "La": "LA"}[image.mode])
+        if image.has_transparency_data:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        return np.asarray(image.convert("L"), dtype=np.float64)
+    except ValueError as err:  # a mode Pillow cannot convert
+        raise UserError(f"{name}: cannot make a {image.mode} image grayscale ({err})") from None
 
 
 def border(a: np.ndarray) -> np.ndarray:
@@ -82,7 +156,7 @@ def to_mnist(image, name: str = "image") -> np.ndarray:
     """28x28 uint8 pixels in MNIST form (white ink on 0) for one image of one digit."""
     from PIL import Image
 
-    a = grayscale(read_image(image, name))
+    a = grayscale(read_image(image, name), name)
     background = np.median(border(a))
     light = background > 127  # ink on paper
     if light:

@@ -4,22 +4,26 @@ After each epoch a train stage saves a ``snapshot`` (weights, optimizer buffers,
 position, shuffle generator, history) to a state file that DVC neither caches nor deletes
 (``.resume/<model>.pt``, git- and dvc-ignored). The file is keyed by everything that decides
 the result: the resolved model config, the prepared data and the training code. The next run
-continues from it only if the key matches; the stage removes it once its outputs are written.
+continues from it only if the file's checksum and key match; the stage removes it once its
+outputs are written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
 from pathlib import Path
 
-from .atomic import torch_save
+from .atomic import atomic_open
 from .checkpoints import cpu_state_dict
 from .errors import first_line
 
 FORMAT = 1
+# A state file: this line, a JSON line {"key", "sha256"}, then the torch.save payload.
+MAGIC = b"mnist-pipeline resume state 2\n"
 
 
 def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
@@ -83,36 +87,66 @@ class ResumeState:
         # stage sets it from params.yaml's `threads` before it makes this key.
         self.key = f"{key}:{torch.__version__}:{torch.get_num_threads()}"
         self.path, self.verbose = Path(path), verbose
+        self.restart = ""
 
-    def load(self, epochs: int) -> dict | None:
-        """The saved snapshot, if it is readable and was made for this key; else None."""
+    def load(self, epochs: int, *, restart: str = "") -> dict | None:
+        """The saved snapshot, if it is intact, readable and made for this key; else None.
+
+        The payload's sha256 is checked before anything in it is unpickled: a state that was
+        damaged on disk would load, and resume to another model than an uninterrupted run.
+        ``restart`` (``restart 1 of 3``, under torch elastic) leads the line said about it.
+        """
         import torch
+
+        self.restart = restart
 
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
             stale.unlink(missing_ok=True)
         if not self.path.exists():
+            if restart and self.verbose:
+                _say(f"{restart}: starting from epoch 0")
             return None
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            key, state = saved["key"], saved["state"]
-            done = len(state["history"])
+            with open(self.path, "rb") as f:
+                magic, header, payload = f.readline(), f.readline(), f.read()
+            if magic != MAGIC:
+                raise ValueError("not a resume state of this pipeline")
+            header = json.loads(header)
+            key, digest = header["key"], header["sha256"]
         except Exception as err:  # truncated, corrupt or foreign: one line, then a fresh start
             return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
+        if hashlib.sha256(payload).hexdigest() != digest:
+            return self._ignore("damaged (checksum mismatch)")
         if key != self.key:
             return self._ignore("made with other settings, data or code")
+        try:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            done = len(state["history"])
+        except Exception as err:  # intact, yet not loadable: another torch, a foreign payload
+            return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
         if self.verbose:
-            _say(f"resuming from {self.path} at epoch {done} of {epochs}")
+            where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
+            _say(f"{where} at epoch {done} of {epochs}")
         return state
 
     def _ignore(self, why: str) -> None:
         if self.verbose:
-            _say(f"ignoring {self.path}: {why}; starting from epoch 0")
+            lead = f"{self.restart}: " if self.restart else ""
+            _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
         return None
 
     def save(self, state: dict) -> None:
-        torch_save({"key": self.key, "state": state}, self.path)
+        """Write the state, its key and its payload's sha256 atomically."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
+        header = {"key": self.key, "sha256": hashlib.sha256(payload).hexdigest()}
+        with atomic_open(self.path, "wb") as f:
+            f.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

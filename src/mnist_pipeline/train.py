@@ -141,9 +141,7 @@ def seed_everything(seed: int) -> None:
 def build_model(spec, config: TrainConfig, device):
     """The seeded network of ``spec`` (a ``models.Model``) for one config, on ``device``."""
     seed_everything(config.seed)
-    model = spec.build()
-    spec.check_network(model)
-    return model.to(device)
+    return spec.build_checked().to(device)
 
 
 def train_model(
@@ -184,6 +182,7 @@ def train_model(
         rank=rank,
         world=world,
     )
+    spec.check_forward(model, next(iter(valid_dl))[0][:2])  # eval mode, no grad: changes nothing
     how = recipe(spec, model.parameters(), config, len(train_dl))
     history = restore(state, model, how.optimizer, how.scheduler, train_dl) if state else []
 

@@ -16,7 +16,7 @@ import functools
 import importlib
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 HERE = Path(__file__).parent
 NOT_MODEL_MODULES = {"__init__", "contract"}
@@ -60,7 +60,10 @@ def _modules() -> dict[str, str]:
             continue
         for name in _names_in(path):
             if name in found:
-                raise UserError(f"{path}: model {name!r} is already declared in {found[name]}.py")
+                raise UserError(
+                    f"{HERE}: model {name!r} is declared twice, in {found[name]}.py and "
+                    f"{path.name}; rename one"
+                )
             found[name] = path.stem
     return found
 
@@ -75,7 +78,12 @@ def get_model(name: str):
     module_name = _modules().get(name)
     if module_name is None:
         raise UserError(f"unknown model architecture {name!r}; valid: {', '.join(_modules())}")
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except Exception as err:  # the user's module: its error, in one line, naming the file
+        raise UserError(
+            f"{HERE / module_name}.py: cannot import it ({type(err).__name__}: {first_line(err)})"
+        ) from None
     found = [m for m in getattr(module, "MODELS", ()) if getattr(m, "name", None) == name]
     if len(found) != 1:
         raise UserError(f"{HERE / module_name}.py: MODELS does not hold one Model named {name!r}")

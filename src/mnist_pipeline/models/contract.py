@@ -25,7 +25,7 @@ from typing import Any
 
 from torch.nn.functional import cross_entropy
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 NETWORK_METHODS = ("parameters", "state_dict", "load_state_dict", "train", "eval", "to")
 OPTIMIZER_METHODS = ("step", "zero_grad", "state_dict", "load_state_dict")
@@ -83,8 +83,36 @@ class Model:
                 f"({config.scheduler!r})"
             )
 
-    def check_network(self, network) -> None:
+    def build_checked(self):
+        """``build()``, its error or a network that breaks the contract as one line."""
+        try:
+            network = self.build()
+        except Exception as err:
+            self._refuse(f"build() raised {type(err).__name__}: {first_line(err)}")
         self._check_methods("build()", network, NETWORK_METHODS)
+        return network
+
+    def check_forward(self, network, xb) -> None:
+        """One forward pass on a batch ``xb`` must give (N, 10) scores: a wrong input shape or
+        output size is named before training, not deep inside it."""
+        import torch
+
+        network.eval()
+        shape = tuple(xb.shape)
+        hint = "" if self.image_input else "; a network of images wants image_input=True"
+        try:
+            with torch.no_grad():
+                out = network(xb)
+        except Exception as err:
+            self._refuse(
+                f"its network failed on a batch of shape {shape} "
+                f"({type(err).__name__}: {first_line(err, 100)}){hint}"
+            )
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(xb), 10):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            self._refuse(
+                f"its network must map a batch of shape {shape} to ({len(xb)}, 10), got {got}"
+            )
 
     def check_optimizer(self, opt) -> None:
         self._check_methods("its optimizer", opt, OPTIMIZER_METHODS)
