@@ -59,6 +59,24 @@ def test_unknown_model_lists_valid_ones():
         get_model("vgg")
 
 
+def user_error_with_module(tmp_path, name: str, source: str, call: str):
+    """(the UserError ``call`` prints, the module's path) in a copy of the package that has
+    one more model module, ``name``.py, holding ``source``."""
+    package = tmp_path / "mnist_pipeline"
+    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
+    module = package / "models" / f"{name}.py"
+    module.write_text(source + "\n")
+    probe = (
+        "from mnist_pipeline.errors import UserError\n"
+        "from mnist_pipeline.models import get_model, model_names\n"
+        f"try:\n    {call}\nexcept UserError as err:\n    print(err)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip(), module
+
+
 @pytest.mark.parametrize(
     "source, message",
     [
@@ -73,36 +91,15 @@ def test_unknown_model_lists_valid_ones():
 )
 def test_a_module_the_registry_cannot_read_is_refused_in_one_line(tmp_path, source, message):
     """A copy of the package with one more module: the registry names the file and the rule."""
-    package = tmp_path / "mnist_pipeline"
-    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
-    (package / "models" / "zzz_user.py").write_text(source + "\n")
-    probe = (
-        "from mnist_pipeline.errors import UserError\n"
-        "from mnist_pipeline.models import model_names\n"
-        "try:\n    model_names()\nexcept UserError as err:\n    print(err)\n"
-    )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
-    line = out.stdout.strip()
+    line, _ = user_error_with_module(tmp_path, "zzz_user", source, "model_names()")
     assert "zzz_user.py" in line and message in line and "\n" not in line
 
 
 def test_a_model_module_that_fails_to_import_is_one_line_naming_the_file(tmp_path):
-    package = tmp_path / "mnist_pipeline"
-    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
-    (package / "models" / "mine.py").write_text(
-        "import not_installed_anywhere\n\nMODELS = [Model('mine', build)]\n"
-    )
-    probe = (
-        "from mnist_pipeline.errors import UserError\n"
-        "from mnist_pipeline.models import get_model\n"
-        "try:\n    get_model('mine')\nexcept UserError as err:\n    print(err)\n"
-    )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert out.stdout.strip() == (
-        f"{package / 'models' / 'mine.py'}: cannot import it "
+    source = "import not_installed_anywhere\n\nMODELS = [Model('mine', build)]"
+    line, module = user_error_with_module(tmp_path, "mine", source, "get_model('mine')")
+    assert line == (
+        f"{module}: cannot import it "
         "(ModuleNotFoundError: No module named 'not_installed_anywhere')"
     )
 
