@@ -20,8 +20,9 @@ from mnist_pipeline.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers for a temporary copy of the repo
-from project import commit_all, dvc, env, git, set_params, train_args  # noqa: E402
+from project import commit_all, dvc, env, git, set_params, train_args, write_sources  # noqa: E402
 
+LOCAL_CHECKSUMS = yaml.safe_load((REPO / "sources.yaml").read_text())["sources"][-1]["checksums"]
 OLD_REV = "14bb146"  # the last commit of the design with one evaluate stage per model
 
 
@@ -36,8 +37,11 @@ def bench_project(tree: Path, pythonpath: str | None = None) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(tree / rel, root / rel)
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    local = raw["fetch"]["sources"][-1] | {"url": str(REPO / "data/raw/mnist.pkl.gz")}
-    set_params(root, fetch=raw["fetch"] | {"sources": [local]})
+    local = {"url": str(REPO / "data/raw/mnist.pkl.gz"), "checksums": LOCAL_CHECKSUMS}
+    if "sources" in raw["fetch"]:  # an old design: the sources were in params.yaml
+        set_params(root, fetch=raw["fetch"] | {"sources": [local]})
+    else:
+        write_sources(root, local)
     commit_all(root, "bench")
     run_in(root, "dvc", "repro", pythonpath=pythonpath)
     commit_all(root, "baseline")
@@ -77,9 +81,11 @@ def run_in(cwd: Path, *cmd: str, pythonpath: str | None = None) -> float:
 
 
 def training_seconds(root: Path) -> float:
-    """The training seconds the train stages recorded in metrics/train/*.json."""
+    """The training seconds the train stages logged: logs/train/ (metrics/train/ before)."""
     return sum(
-        json.loads(p.read_text())["train_seconds"] for p in (root / "metrics/train").glob("*.json")
+        json.loads(p.read_text())["train_seconds"]
+        for folder in ("logs/train", "metrics/train")
+        for p in (root / folder).glob("*.json")
     )
 
 
@@ -120,7 +126,7 @@ def bench_orchestration(runs: int, old_rev: str) -> dict:
         r["torch"].append(run_in(new, sys.executable, "-c", "import torch"))
         r["version"].append(run_in(new, "dvc", "--version"))
         r["stage"].append(run_in(new, "dvc", "repro", "-f", "-s", "train@logistic"))
-        timing = json.loads((new / "metrics/train/logistic.json").read_text())
+        timing = json.loads((new / "logs/train/logistic.json").read_text())
         r["stage_train"].append(timing["train_seconds"])
         r["noop"].append(run_in(new, "dvc", "repro"))
         r["noop_old"].append(run_in(old, "dvc", "repro", pythonpath=oldpath))

@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers for a temporary copy of the repo
-from project import commit_all, copy_repo, dvc, git, set_params  # noqa: E402
+from project import commit_all, copy_repo, dvc, git, set_params, write_sources  # noqa: E402
 
 from mnist_pipeline.threads import cores  # noqa: E402
 
@@ -165,15 +165,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     try:
         project = copy_repo(root / "project")
-        sources = yaml.safe_load((REPO / "params.yaml").read_text())["fetch"]["sources"]
+        sources = yaml.safe_load((REPO / "sources.yaml").read_text())["sources"]
         local = next(s for s in sources if s.get("url") == "")  # the slot for a local copy
         models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
         set_params(
             project,
             **({"epochs": args.epochs} if args.epochs else {}),
-            fetch={"timeout": 30, "sources": [local | {"url": str(mnist)}]},
             **({"models": {m: models[m] for m in args.models.split(",")}} if args.models else {}),
         )
+        write_sources(project, local | {"url": str(mnist)})
         commit_all(project, "sweep bench")
         dvc(project, "repro")  # fetch, prepare, a baseline: what every experiment reuses
         commit_all(project, "baseline")

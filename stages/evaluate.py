@@ -3,12 +3,15 @@
 One process for all models: it pays `import torch` and matplotlib once, where a stage per
 model paid them per model (see BENCHMARKS.md for both designs measured).
 
-Outputs (each written atomically), per model <name> of params.yaml:
-  <metrics-dir>/<name>.json         val and test loss and accuracy, parameters, epochs, device
-  <details-dir>/<name>.json         per-class validation accuracy and the confusion matrix
-  <predictions-dir>/<name>.csv      actual,predicted per validation sample (dvc confusion plot)
-  <confusion-dir>/<name>.png        the confusion matrix
-  <misclassified-dir>/<name>.png    misclassified validation digits, true and predicted labels
+Outputs (each written atomically):
+  --metrics      {model: {val_loss, val_acc, test_loss, test_acc}}: results only, one file, so
+                 `dvc exp show` titles its columns fast.val_acc and `dvc metrics diff` shows
+                 nothing but results
+and per model <name> of params.yaml:
+  <details-dir>/<name>.json            per-class validation accuracy and the confusion matrix
+  <confusion-counts-dir>/<name>.csv    actual,predicted,count: 100 rows (dvc's confusion plot)
+  <confusion-dir>/<name>.png           the confusion matrix (true label down, as in dvc's)
+  <misclassified-dir>/<name>.png       misclassified validation digits, true and predicted
 and across models:
   --summary      one row per model: val loss/accuracy, test accuracy, params, epochs, device
   --curves-png   train/val loss and val accuracy per epoch, every model
@@ -31,7 +34,8 @@ def main() -> None:
     parser.add_argument("--prepared", required=True, help="folder of the prepared tensors")
     parser.add_argument("--models-dir", required=True, help="folder of <name>.pt checkpoints")
     parser.add_argument("--history-dir", required=True, help="folder of <name>.tsv histories")
-    for out in ("metrics", "details", "predictions", "confusion", "misclassified"):
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    for out in ("details", "confusion-counts", "confusion", "misclassified"):
         parser.add_argument(f"--{out}-dir", required=True)
     parser.add_argument("--summary", required=True, help="markdown table to write")
     parser.add_argument("--curves-png", required=True)
@@ -41,6 +45,7 @@ def main() -> None:
     from mnist_pipeline import atomic, plots, threads
     from mnist_pipeline.data import load_split
     from mnist_pipeline.device import select_device
+    from mnist_pipeline.evaluate import score
     from mnist_pipeline.params import load_params
     from mnist_pipeline.summary import summary_table
 
@@ -50,16 +55,18 @@ def main() -> None:
     splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
     # Every input is read and every model scored before anything is written: a missing or
     # broken input leaves the old outputs, not a mix of new and old.
-    results, rows, histories = {}, {}, {}
+    results, histories = {}, {}
     for name, config in configs.items():
-        results[name] = score(args, name, config, splits, select_device(config.device))
-        rows[name] = results[name]["metrics"]
+        path = Path(args.models_dir, f"{name}.pt")
+        results[name] = score(path, config, splits, select_device(config.device))
         histories[name] = read_history_file(Path(args.history_dir, f"{name}.tsv"))
 
     for name, result in results.items():
         write_model_outputs(args, name, result, splits["valid"])
         acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
         print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
+    atomic.write_json(args.metrics, {name: r["metrics"] for name, r in results.items()})
+    rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
     atomic.write_text(args.summary, summary_table(rows))
     plots.curves_png(histories, args.curves_png)
     x, y = splits["valid"]
@@ -84,43 +91,20 @@ def read_history_file(path: Path) -> list[dict]:
         raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
 
 
-def score(args, name, config, splits, device) -> dict:
-    """One model's metrics and validation results, in memory."""
-    from mnist_pipeline.checkpoints import load_checkpoint
-    from mnist_pipeline.evaluate import classification_metrics, predict
-
-    model, ckpt, spec = load_checkpoint(Path(args.models_dir, f"{name}.pt"), config, device)
-    results = {}
-    for split, (x, y) in splits.items():
-        outputs = predict(model, x, 2 * config.bs, spec.image_input, device)
-        results[split] = classification_metrics(outputs, y, spec.loss)
-    valid, test = results["valid"], results["test"]
-    metrics = {
-        "val_loss": round(valid["loss"], 6),
-        "val_acc": round(valid["acc"], 6),
-        "test_loss": round(test["loss"], 6),
-        "test_acc": round(test["acc"], 6),
-        "parameters": ckpt["parameters"],
-        "epochs": ckpt["config"]["epochs"],
-        "device": ckpt["device"],
-    }
-    return {"metrics": metrics, "valid": valid}
-
-
 def write_model_outputs(args, name, result, valid_split) -> None:
-    """Write one model's metrics, details, predictions and pictures."""
+    """Write one model's details, confusion counts and pictures."""
     from mnist_pipeline import atomic, plots
+    from mnist_pipeline.evaluate import confusion_csv
 
     valid = result["valid"]
-    atomic.write_json(Path(args.metrics_dir, f"{name}.json"), result["metrics"])
     atomic.write_json(
         Path(args.details_dir, f"{name}.json"),
         {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
     )
     x, y = valid_split
     actual, predicted = y.tolist(), valid["predicted"].tolist()
-    rows = "".join(f"{a},{p}\n" for a, p in zip(actual, predicted, strict=True))
-    atomic.write_text(Path(args.predictions_dir, f"{name}.csv"), "actual,predicted\n" + rows)
+    counts = confusion_csv(valid["confusion"])
+    atomic.write_text(Path(args.confusion_counts_dir, f"{name}.csv"), counts)
     title = f"{name}: validation confusion matrix (accuracy {valid['acc']:.4f})"
     plots.confusion_png(valid["confusion"], Path(args.confusion_dir, f"{name}.png"), title)
     wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]

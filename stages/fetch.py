@@ -1,4 +1,4 @@
-"""fetch: write data/raw/mnist.pkl.gz from the first source in params.yaml that verifies."""
+"""fetch: write data/raw/mnist.pkl.gz from the first source of sources.yaml that verifies."""
 
 import argparse
 
@@ -11,13 +11,19 @@ def main() -> None:
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
+    parser.add_argument(
+        "--sources", default="sources.yaml", help="where to get it (default: %(default)s)"
+    )
     parser.add_argument("--out", required=True, help="where to write mnist.pkl.gz")
     args = parser.parse_args()
 
-    from mnist_pipeline.fetch import fetch
-    from mnist_pipeline.params import load_params
+    from dataclasses import replace
 
-    source = fetch(load_params(args.params).fetch, args.out)
+    from mnist_pipeline.fetch import fetch
+    from mnist_pipeline.params import load_params, load_sources
+
+    config = replace(load_params(args.params).fetch, sources=load_sources(args.sources))
+    source = fetch(config, args.out)
     print(f"fetch: {args.out} verified, from {source.describe()}")
 
 

@@ -1,10 +1,11 @@
-"""train: train one model of params.yaml; write its checkpoint, history and timing.
+"""train: train one model of params.yaml; write its checkpoint and history, and log its time.
 
 Outputs (each written atomically):
   models/<name>.pt               state_dict + resolved config + device, weights_only-loadable
   plots/history/<name>.tsv       per epoch: train_loss, val_loss, val_acc (deterministic);
                                  rewritten after every epoch, so it grows while the stage runs
-  metrics/train/<name>.json      wall-clock seconds per epoch and the device (not deterministic)
+and, outside DVC (wall-clock times differ on every run, so they are no DVC output or metric):
+  logs/train/<name>.json         seconds in all and per epoch, the device, threads and ranks
 
 After every epoch the state needed to continue is saved to --state (kept by neither git nor
 DVC); a rerun after an interruption resumes from it, and success removes it. Under torchrun
@@ -33,7 +34,7 @@ def main() -> None:
     )
     parser.add_argument("--out", help="checkpoint path, models/<name>.pt")
     parser.add_argument("--history", help="per-epoch history TSV")
-    parser.add_argument("--timing", help="timing JSON")
+    parser.add_argument("--timing", help="run log JSON (git-ignored, not a DVC output)")
     parser.add_argument("--state", help="resume state file, e.g. .resume/<name>.pt")
     parser.add_argument(
         "--worker", action="store_true", help="join a multi-node run as a worker; write nothing"
@@ -149,7 +150,7 @@ def run(args, params, config, rank, world, device) -> None:
         args.timing,
         {
             "device": str(device),
-            "nproc": world,
+            "ranks": world,
             "threads": torch.get_num_threads(),
             "train_seconds": round(sum(seconds), 3),
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),

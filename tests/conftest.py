@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pytest
 
-from mnist_pipeline.params import FetchConfig, TrainConfig, parse_params
+from mnist_pipeline.params import FetchConfig, TrainConfig, parse_params, parse_sources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,6 @@ def tiny_params(**overrides) -> dict:
         "bs": 32,
         "lr": 0.1,
         "momentum": 0.9,
-        "fetch": {"sources": [{"url": "", "checksums": ["sha256:" + "0" * 64]}]},
         "models": {"logistic": {"arch": "logistic"}, "cnn": {"arch": "cnn"}},
     }
     raw.update(overrides)
@@ -106,8 +105,8 @@ def code_running_pickle(path: Path, marker: Path) -> None:
 
 
 def fetch_config(*sources: dict, timeout: float = 2) -> FetchConfig:
-    """The FetchConfig of a params.yaml whose fetch.sources are ``sources`` (validated)."""
-    return parse_params(tiny_params(fetch={"timeout": timeout, "sources": list(sources)})).fetch
+    """The FetchConfig of fetch.timeout ``timeout`` and a sources.yaml of ``sources``."""
+    return FetchConfig(timeout=float(timeout), sources=parse_sources({"sources": list(sources)}))
 
 
 def train_config(arch: str = "logistic", **overrides) -> TrainConfig:

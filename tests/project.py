@@ -15,8 +15,6 @@ from conftest import REPO, make_mnist, write_pickle_gz
 
 # Produced by the pipeline or by tools: never copied into a test project.
 SKIP = ("dvc.lock", "metrics/", "plots/", "BENCHMARKS.md")
-# Outputs that hold wall-clock times, so they differ between runs by design.
-TIMING = ("metrics/train/", "metrics/summary.md")
 
 
 def env() -> dict:
@@ -117,7 +115,7 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
     project = copy_repo(root / "project")
     data = root / "synthetic-mnist.pkl.gz"
     digest = write_pickle_gz(data, make_mnist(sizes))
-    fetch = {"timeout": 5, "sources": [{"url": str(data), "checksums": [f"sha256:{digest}"]}]}
+    write_sources(project, {"url": str(data), "checksums": [f"sha256:{digest}"]})
     repo_models = REPO_MODELS()
     # One epoch whatever params.yaml says: a user's `epochs` edit must not slow or fail a test.
     chosen = {
@@ -127,7 +125,8 @@ def make_project(root: Path, models=("logistic", "cnn"), sizes=(256, 128, 128), 
         project,
         # One torch thread per stage: pytest runs one worker per core.
         **(
-            {"fetch": fetch, "epochs": 1, "lr": 0.05, "bs": 32, "threads": 1, "models": chosen}
+            {"fetch": {"timeout": 5}, "epochs": 1, "lr": 0.05, "bs": 32, "threads": 1}
+            | {"models": chosen}
             | params
         ),
     )
@@ -145,6 +144,12 @@ def reproduced_project(root: Path, models) -> Path:
 
 def REPO_MODELS() -> dict:  # noqa: N802 - reads like a constant
     return yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+
+
+def write_sources(project: Path, *sources: dict) -> None:
+    """Point ``project``'s fetch stage at ``sources`` (its sources.yaml)."""
+    text = yaml.safe_dump({"sources": list(sources)}, sort_keys=False)
+    (project / "sources.yaml").write_text(text)
 
 
 def set_params(project: Path, **values) -> None:
@@ -165,7 +170,7 @@ def lock_md5s(project: Path) -> dict[str, str]:
 
 def outputs(name: str) -> tuple[str, ...]:
     """What a train stage writes once it ends (its history grows epoch by epoch before)."""
-    return (f"models/{name}.pt", f"metrics/train/{name}.json")
+    return (f"models/{name}.pt", f"logs/train/{name}.json")
 
 
 def restore_default_sigint() -> None:

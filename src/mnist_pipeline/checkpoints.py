@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import torch
@@ -32,10 +34,18 @@ def checkpoint(model, config: TrainConfig, device) -> dict:
 
 def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
     """(model, checkpoint dict, its ``models.Model``) from models/<name>.pt, loaded with
-    weights_only=True and rebuilt on ``device``; every error is one line."""
-    path = Path(path)
+    weights_only=True and rebuilt on ``device``; every error is one line.
+
+    ``path`` may also be a binary file object, such as ``dvc.api.open(..., mode="rb")`` gives.
+    """
+    source = path
+    if isinstance(path, str | os.PathLike):
+        path = source = Path(path)
+    else:  # a file object: read whole, since torch.load seeks and a stream may not
+        path = getattr(source, "name", None) or "checkpoint file object"
+        source = io.BytesIO(source.read())
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(source, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: model file not found; run its train stage first") from None
     except Exception as err:

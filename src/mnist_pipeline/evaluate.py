@@ -1,4 +1,4 @@
-"""Evaluation metrics: loss (summed, divided by N), accuracy, per-class accuracy, confusion."""
+"""Scoring a checkpoint: loss (summed, divided by N), accuracy, per-class accuracy, confusion."""
 
 from __future__ import annotations
 
@@ -34,4 +34,44 @@ def classification_metrics(outputs: torch.Tensor, targets: torch.Tensor, loss_fu
         "per_class_acc": {str(c): round(v, 6) for c, v in enumerate(per_class.tolist())},
         "confusion": confusion.tolist(),
         "predicted": predicted,
+    }
+
+
+def confusion_csv(confusion: list[list[int]]) -> str:
+    """The confusion matrix as CSV, one row per (actual, predicted) cell: 100 rows, not N."""
+    rows = (
+        f"{actual},{predicted},{count}\n"
+        for actual, row in enumerate(confusion)
+        for predicted, count in enumerate(row)
+    )
+    return "actual,predicted,count\n" + "".join(rows)
+
+
+def score(checkpoint_path, config, splits: dict, device) -> dict:
+    """One model scored on each split of ``splits`` ({name: (x, y)}), in memory.
+
+    ``metrics``: loss and accuracy per split, what `dvc metrics diff` compares; ``facts``:
+    parameters, epochs and device, for the summary table; ``valid``: the validation results.
+    """
+    from .checkpoints import load_checkpoint
+
+    model, ckpt, spec = load_checkpoint(checkpoint_path, config, device)
+    results = {}
+    for split, (x, y) in splits.items():
+        outputs = predict(model, x, 2 * config.bs, spec.image_input, device)
+        results[split] = classification_metrics(outputs, y, spec.loss)
+    valid, test = results["valid"], results["test"]
+    return {
+        "metrics": {
+            "val_loss": round(valid["loss"], 6),
+            "val_acc": round(valid["acc"], 6),
+            "test_loss": round(test["loss"], 6),
+            "test_acc": round(test["acc"], 6),
+        },
+        "facts": {
+            "parameters": ckpt["parameters"],
+            "epochs": ckpt["config"]["epochs"],
+            "device": ckpt["device"],
+        },
+        "valid": valid,
     }

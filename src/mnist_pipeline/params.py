@@ -38,7 +38,7 @@ class Source:
 @dataclasses.dataclass(frozen=True)
 class FetchConfig:
     timeout: float
-    sources: tuple[Source, ...]
+    sources: tuple[Source, ...] = ()  # from sources.yaml (load_sources), not params.yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +183,7 @@ OTHER_TOP = {
         0,
     ),
 }
-# fetch.sources, a list of sources, is checked by _parse_sources.
+# Where fetch gets the data is not a setting of an experiment: it lives in sources.yaml.
 FETCH = {
     "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 30, cast=float),
 }
@@ -230,12 +230,16 @@ def _mapping(where: str, value: object) -> dict:
     return value
 
 
-def _parse_sources(where: str, raw: object) -> tuple[Source, ...]:
+def parse_sources(raw: object, path: str = "sources.yaml") -> tuple[Source, ...]:
+    """Validate the parsed YAML of sources.yaml: ``sources:``, a non-empty list of sources."""
+    where = f"{path}: "
+    _check_keys(where, _mapping(path, raw), {"sources"})
+    raw = raw.get("sources")
     if not isinstance(raw, list) or not raw:
-        raise UserError(f"{where}fetch.sources: expected a non-empty list of sources")
+        raise UserError(f"{where}sources: expected a non-empty list of sources")
     sources = []
     for i, entry in enumerate(raw):
-        at = f"{where}fetch.sources[{i}]."
+        at = f"{where}sources[{i}]."
         entry = _mapping(at, entry)
         _check_keys(at, entry, SOURCE_KEYS)
         checksums = entry.get("checksums")
@@ -264,9 +268,9 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     top = _section(where, {k: v for k, v in raw.items() if k in OTHER_TOP}, OTHER_TOP)
 
     fetch = _mapping(f"{where}fetch", raw.get("fetch", {}))
-    _check_keys(f"{where}fetch.", fetch, {*FETCH, "sources"})
-    settings = _section(f"{where}fetch.", {k: v for k, v in fetch.items() if k in FETCH}, FETCH)
-    fetch_config = FetchConfig(sources=_parse_sources(where, fetch.get("sources")), **settings)
+    if "sources" in fetch:
+        raise UserError(f"{where}fetch.sources: moved to sources.yaml; move the list there")
+    fetch_config = FetchConfig(**_section(f"{where}fetch.", fetch, FETCH))
 
     raw_dist = _mapping(f"{where}distributed", raw.get("distributed") or {})
     distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))
@@ -344,21 +348,17 @@ def _plain(value: object) -> object:
     return value
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml as DVC reads it; every problem is a one-line UserError.
-
-    DVC reads params.yaml with ruamel.yaml's safe loader (YAML 1.2), so this does too: both see
-    ``lr: 1e-3`` as the float 0.001 (YAML 1.1, PyYAML's, reads it as a string).
-    """
+def _read_yaml(path: Path, what: str) -> object:
+    """The YAML of ``path`` read as DVC reads it (ruamel's safe loader, YAML 1.2), as plain
+    values; every problem is a one-line UserError."""
     from ruamel.yaml import YAML, YAMLError
 
-    path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise UserError(f"{path}: params file not found") from None
+        raise UserError(f"{path}: {what} not found") from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read params file ({err.strerror})") from None
+        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
@@ -371,4 +371,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise UserError(f"{path}: invalid YAML{line}: {problem}") from None
     except RecursionError:
         raise UserError(f"{path}: invalid YAML: nested too deeply") from None
-    return parse_params(_plain(raw), str(path))
+    return _plain(raw)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml as DVC reads it; every problem is a one-line UserError.
+
+    DVC reads params.yaml with ruamel.yaml's safe loader (YAML 1.2), so this does too: both see
+    ``lr: 1e-3`` as the float 0.001 (YAML 1.1, PyYAML's, reads it as a string).
+    """
+    return parse_params(_read_yaml(Path(path), "params file"), str(path))
+
+
+def load_sources(path: str | Path = "sources.yaml") -> tuple[Source, ...]:
+    """Read and validate sources.yaml, where the fetch stage gets mnist.pkl.gz."""
+    return parse_sources(_read_yaml(Path(path), "sources file"), str(path))

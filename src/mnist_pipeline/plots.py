@@ -76,7 +76,7 @@ def curves_png(histories: dict[str, list[dict]], path) -> None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, (name, history) in enumerate(histories.items()):
         color = f"C{i}"
-        epochs = [row["epoch"] + 1 for row in history]
+        epochs = [row["epoch"] for row in history]  # from 0, as the stage and vega count
         loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", color=color, marker="o")
         loss_ax.plot(
             epochs, [r["val_loss"] for r in history], "-", color=color, marker="o", label=name

@@ -20,7 +20,8 @@ from .preprocess import FIELD, to_mnist
 
 
 def load_model(checkpoint_path, config=None, device="cpu"):
-    """(model, its models.Model) from a checkpoint, loaded with weights_only=True."""
+    """(model, its models.Model) from a checkpoint (a path or a binary file object, such as
+    ``dvc.api.open("models/fast.pt", repo=..., mode="rb")``), loaded with weights_only=True."""
     from .checkpoints import load_checkpoint
 
     model, _, spec = load_checkpoint(checkpoint_path, config, device)
@@ -46,11 +47,13 @@ def top_k(probs, k: int = 3) -> list[tuple[int, float]]:
 
 
 def predict_image(image, checkpoint_path, device="cpu", top: int = 3) -> list[tuple[int, float]]:
-    """[(digit, probability), ...] best first for one image: a path, a PIL image or uint8 array.
+    """[(digit, probability), ...] best first for one image: a path, a binary file object, a
+    PIL image or a uint8 array. ``checkpoint_path`` may be a path or a binary file object.
 
     Loads the checkpoint each call; for many images use load_model and probabilities.
     """
-    name = os.fspath(image) if isinstance(image, str | os.PathLike) else "image"
+    is_path = isinstance(image, str | os.PathLike)
+    name = os.fspath(image) if is_path else str(getattr(image, "name", None) or "image")
     model, spec = load_model(checkpoint_path, device=device)
     return top_k(probabilities(model, spec, to_mnist(image, name)[None], device)[0], top)
 

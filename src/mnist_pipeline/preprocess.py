@@ -16,6 +16,7 @@ The result is uint8 pixels p, as in the prepared data; the model sees p / 256.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -80,7 +81,8 @@ def _open_regular(path: str, name: str):
 
 
 def read_image(source, name: str | None = None):
-    """A PIL image from a path, a PIL image, or a uint8 array; errors are one line.
+    """A PIL image from a path, a binary file object, a PIL image, or a uint8 array; errors
+    are one line.
 
     A path must name a regular file of at most MAX_PIXELS pixels.
     """
@@ -95,9 +97,14 @@ def read_image(source, name: str | None = None):
         image = Image.fromarray(source)
         _check_size(image, name or "array")
         return image
-    path = name or os.fspath(source)
+    if hasattr(source, "read"):  # a binary file object: dvc.api.open(..., mode="rb"), say
+        path = name or getattr(source, "name", None) or "image file object"
+        opened_file = contextlib.nullcontext(source)
+    else:
+        path = name or os.fspath(source)
+        opened_file = _open_regular(os.fspath(source), path)
     try:
-        with warnings.catch_warnings(), _open_regular(os.fspath(source), path) as f:
+        with warnings.catch_warnings(), opened_file as f:
             # Pillow warns (on stderr) above its own limit: MAX_PIXELS refuses those anyway.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(f) as opened:  # reads the header only
