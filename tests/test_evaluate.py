@@ -64,3 +64,35 @@ def test_summary_table_has_one_row_per_model():
     lines = table.strip().splitlines()
     assert lines[-2].startswith("| logistic | 0.3000 | 0.9100 | 0.9000 | 7,850 | 2 | cpu |")
     assert lines[-1].startswith("| cnn |")
+
+
+def test_confusion_counts_and_png_put_the_true_label_on_the_same_axis(monkeypatch):
+    """One cell, actual 2 predicted 7: the counts file names it so, dvc.yaml's confusion plot
+    puts `actual` on y, and the PNG draws it in row 2 (y), column 7 (x), under 'true label'."""
+    import yaml
+    from conftest import REPO
+
+    from mnist_pipeline import plots
+    from mnist_pipeline.evaluate import confusion_csv
+
+    confusion = [[0] * 10 for _ in range(10)]
+    confusion[2][7] = 5
+    rows = confusion_csv(confusion).splitlines()
+    assert rows[0] == "actual,predicted,count" and len(rows) == 101
+    assert [r for r in rows[1:] if not r.endswith(",0")] == ["2,7,5"]
+
+    plot = next(
+        p
+        for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+        if isinstance(p, dict) and "plots/confusion_counts" in p
+    )
+    assert plot["plots/confusion_counts"]["y"] == "actual"
+    assert plot["plots/confusion_counts"]["x"] == "predicted"
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    plots.confusion_png(confusion, "unused.png", "one cell")
+    ax = drawn["fig"].axes[0]
+    image = ax.get_images()[0].get_array()
+    assert image[2, 7] == 5 and image.sum() == 5  # imshow: row = y, column = x
+    assert ax.get_ylabel() == "true label" and ax.get_xlabel() == "predicted label"

@@ -168,11 +168,15 @@ def check_history_chart(chart: dict, revs: int) -> None:
     assert drawn == HISTORY_LINES
 
 
-def check_confusion_chart(chart: dict, predictions: Path, revs: int) -> None:
-    """Per rev, a drawn cell for each (actual, predicted) pair of the grid the template imputes
-    (its hover layer draws the same cells again, hidden until hovered)."""
-    with predictions.open() as f:
+def check_confusion_chart(chart: dict, counts: Path, revs: int) -> None:
+    """Per rev, a drawn cell for each (actual, predicted) pair of the counts file (its hover
+    layer draws the same cells again, hidden until hovered); the true label runs down the
+    y axis, as in plots/confusion/<model>.png."""
+    y_titles = [name for name, _ in chart["axes"] if name.startswith("Y-axis")]
+    assert y_titles and all(name.startswith("Y-axis titled 'actual'") for name in y_titles)
+    with counts.open() as f:
         rows = list(csv.DictReader(f))
+    assert len(rows) == 100 and sum(int(r["count"]) for r in rows) > 0
     actual, predicted = {r["actual"] for r in rows}, {r["predicted"] for r in rows}
     grid = {(a, p) for a in actual for p in predicted}
     rects = [m for m in chart["marks"] if m["kind"] == "rect" and m["visible"]]
@@ -185,15 +189,15 @@ def check_page(project: Path, page: Path, profile: Path, revs: int) -> int:
     ids, parser = drawn_charts(page, profile)
     charts = parser.charts
     expected = [f"plots_history_{m}_tsv" for m in MODELS]
-    expected += [f"plots_predictions_{m}_csv" for m in MODELS]
+    expected += [f"plots_confusion_counts_{m}_csv" for m in MODELS]
     assert sorted(ids) == sorted(expected)
     # Every vega div holds exactly one drawn chart: as many charts as divs.
     assert sorted(charts) == sorted(ids)
     assert all(chart["svgs"] == 1 for chart in charts.values()), charts
     for model in MODELS:
         check_history_chart(charts[f"plots_history_{model}_tsv"], revs)
-        csv_path = project / "plots" / "predictions" / f"{model}.csv"  # the same in HEAD
-        check_confusion_chart(charts[f"plots_predictions_{model}_csv"], csv_path, revs)
+        csv_path = project / "plots" / "confusion_counts" / f"{model}.csv"  # the same in HEAD
+        check_confusion_chart(charts[f"plots_confusion_counts_{model}_csv"], csv_path, revs)
     # The embedded PNGs keep their place: each <img> is a file beside the page.
     # curves, digits, and a confusion and a misclassified PNG per model; per rev
     assert len(parser.images) == revs * (2 + 2 * len(MODELS))
