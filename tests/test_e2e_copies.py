@@ -77,7 +77,7 @@ def test_remote_push_then_pull_in_a_fresh_clone_reruns_nothing(small, tmp_path):
     result = dvc(clone, "repro")
     assert "Running stage" not in result.stdout
     assert "Data and pipelines are up to date" in result.stdout
-    for rel in ("metrics/eval/cnn.json", "models/cnn.pt", "data/prepared/train.pt"):
+    for rel in ("metrics/eval.json", "models/cnn.pt", "data/prepared/train.pt"):
         assert (clone / rel).read_bytes() == (project / rel).read_bytes()
 
 
@@ -102,8 +102,8 @@ def test_queued_sweep_runs_two_experiments(small, tmp_path):
             for rev in group["revs"]:
                 data = rev.get("data") or {}
                 lr = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("lr")
-                acc = data.get("metrics", {}).get("metrics/eval/cnn.json", {}).get("data", {})
-                runs[lr] = acc.get("val_acc")
+                acc = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
+                runs[lr] = acc.get("cnn", {}).get("val_acc")
     assert set(runs) == {0.02, 0.2}, runs
     assert all(isinstance(acc, float) for acc in runs.values()), runs
     shutil.rmtree(project / ".dvc" / "tmp", ignore_errors=True)

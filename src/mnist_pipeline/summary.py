@@ -11,7 +11,7 @@ HEADER = (
 def summary_table(rows: dict[str, dict]) -> str:
     """One row per model from its evaluation metrics.
 
-    Wall-clock times stay out (they are in metrics/train/): this file depends only on the
+    Wall-clock times stay out (they are in logs/train/): this file depends only on the
     models, so a retrain that reproduces a model byte for byte leaves it unchanged.
     """
     lines = [

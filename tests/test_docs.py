@@ -1,0 +1,62 @@
+"""The example output in docs/predict.md is what its command prints with the shipped model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+
+import pytest
+import yaml
+from conftest import REPO
+
+from mnist_pipeline.predict import main as predict_main
+
+LINE = re.compile(r"^(?P<image>\S+): (?P<top>.+)$")
+
+
+def shipped_model_or_skip(name: str):
+    """models/<name>.pt if it is the file dvc.lock records (after `make repro`), else skip."""
+    path = REPO / "models" / f"{name}.pt"
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    recorded = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+    if not path.is_file():
+        pytest.skip(f"{path.relative_to(REPO)} is not here: run `make repro` first")
+    if hashlib.md5(path.read_bytes()).hexdigest() != recorded[f"models/{name}.pt"]:
+        pytest.skip(f"models/{name}.pt is not the one dvc.lock records: run `make repro`")
+    return path
+
+
+def example() -> tuple[list[str], list[str]]:
+    """(the command's arguments, the output lines) of docs/predict.md's first example."""
+    text = (REPO / "docs" / "predict.md").read_text()
+    command, output = re.search(r"```bash\n(.+?)```\s*```\n(.+?)```", text, re.S).groups()
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:3] == ["python", "-m", "mnist_pipeline.predict"], argv
+    return argv[3:], output.strip().splitlines()
+
+
+def parse(lines: list[str]) -> dict[str, list[tuple[int, float]]]:
+    parsed = {}
+    for line in lines:
+        m = LINE.match(line)
+        assert m, line
+        tops = re.findall(r"(\d) \((\d\.\d+)\)", m["top"])
+        parsed[m["image"]] = [(int(d), float(p)) for d, p in tops]
+    return parsed
+
+
+def test_predict_md_example_is_what_the_shipped_model_prints(capsys, monkeypatch):
+    shipped_model_or_skip("fast")
+    args, documented = example()
+    monkeypatch.chdir(REPO)
+    predict_main(args)
+    printed = parse(capsys.readouterr().out.strip().splitlines())
+    documented = parse(documented)
+    assert list(printed) == list(documented)
+    for image, top in documented.items():
+        assert [d for d, _ in printed[image]] == [d for d, _ in top], image
+        # the same digits; probabilities as printed, give or take another CPU's last bits
+        assert all(
+            abs(p - q) <= 0.002 for (_, p), (_, q) in zip(printed[image], top, strict=True)
+        ), image
