@@ -97,7 +97,7 @@ def run(args, params, config, rank, world, device) -> None:
     from mnist_pipeline import atomic, distributed
     from mnist_pipeline.data import load_datasets
     from mnist_pipeline.history import write_history
-    from mnist_pipeline.resume import ResumeState, code_files, state_key
+    from mnist_pipeline.resume import ResumeState, key_parts, state_key
     from mnist_pipeline.train import train_model
 
     writer = distributed.is_writer() and not args.worker
@@ -105,13 +105,13 @@ def run(args, params, config, rank, world, device) -> None:
     # Only the writer keeps a state file; under torchrun every rank gets its state from it.
     resumable = writer and params.resume and args.state
     resume, restart = None, ""
-    if resumable or world > 1:  # what the run trains, hashed: data, settings and code
+    if resumable or world > 1:  # what decides the bytes: code, settings, data, threads, world
         data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
-        key = state_key(config.to_dict(), data, code_files(__file__))
+        parts = key_parts(config.to_dict(), data, __file__, world)
         if world > 1:
-            writer_rank, restart = distributed.agree(key, writer)
+            writer_rank, restart = distributed.agree(parts, writer)
         if resumable:
-            resume = ResumeState(args.state, key)
+            resume = ResumeState(args.state, state_key(parts))
 
     def after_epoch(state: dict) -> None:
         """The writer, after each epoch: the resume state, then the history so far."""

@@ -17,7 +17,6 @@ from project import train_args
 
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.params import parse_params
-from mnist_pipeline.resume import ResumeState
 from mnist_pipeline.threads import RUNNING_ENV, cores, per_process, registered, use
 
 
@@ -59,14 +58,6 @@ def test_use_sets_torchs_thread_count_and_zero_keeps_it(torch_threads):
     assert use(1) == 1 == torch.get_num_threads()
     assert use(0) == 1
     assert use(2) == 2 == torch.get_num_threads()
-
-
-def test_the_resume_key_changes_with_the_thread_count(tmp_path, torch_threads):
-    keys = {}
-    for n in (1, 2):
-        use(n)
-        keys[n] = ResumeState(tmp_path / "cnn.pt", "settings-data-code").key
-    assert keys[1] != keys[2]
 
 
 def record(folder, pid: int, threads: int) -> None:
