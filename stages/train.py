@@ -46,9 +46,10 @@ def main() -> None:
     if not args.worker and not (args.out and args.history and args.timing):
         parser.error("--out, --history and --timing are required (except with --worker)")
 
-    from mnist_pipeline import distributed, threads
+    from mnist_pipeline import atomic, distributed, threads
     from mnist_pipeline.params import load_params
 
+    atomic.check_outputs(args.out, args.history, args.timing)  # before training, not after
     params = load_params(args.params)
     config = params.model(args.model)
     dist_config = params.distributed

@@ -145,6 +145,23 @@ def test_train_diverging_at_a_huge_lr(work, capsys):
     fails_cleanly("train", work, capsys, f"model '{MODEL}' diverged in epoch 0: loss is")
 
 
+def test_train_refuses_a_special_file_at_an_output_before_it_trains(work, capsys):
+    timing = work / OUTPUTS["train"][2]
+    for out in OUTPUTS["train"]:
+        (work / out).unlink()
+    os.mkfifo(timing)  # a FIFO where the timing JSON goes: refused, not replaced
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_stage("train", work)
+    err = capsys.readouterr().err
+    assert err == f"error: {timing}: a FIFO, not a regular file; an output replaces only one\n"
+    assert not any((work / out).is_file() for out in OUTPUTS["train"])  # no epoch was trained
+    assert timing.exists() and not timing.is_file()
+    timing.unlink()  # the good case beside it: a fresh path is written
+    run_stage("train", work)
+    assert all((work / out).is_file() for out in OUTPUTS["train"])
+
+
 class NotATensor:
     pass
 

@@ -54,6 +54,13 @@ def check_output(path: str | os.PathLike) -> None:
         raise UserError(f"{path}: {kind(mode)}, not a regular file; an output replaces only one")
 
 
+def check_outputs(*paths: str | os.PathLike | None) -> None:
+    """``check_output`` for each path given (None: none), before a stage computes anything."""
+    for path in paths:
+        if path is not None:
+            check_output(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
