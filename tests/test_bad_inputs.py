@@ -162,6 +162,20 @@ def test_train_refuses_a_special_file_at_an_output_before_it_trains(work, capsys
     assert all((work / out).is_file() for out in OUTPUTS["train"])
 
 
+def test_evaluate_refuses_a_model_trained_under_other_settings(work, capsys):
+    """Issue 24 case 4: `dvc exp run -S lr=...` rewrote params.yaml while `dvc repro` trained,
+    so dvc.lock records an lr the checkpoint was not trained with: evaluate says so."""
+    set_params(work, lr=0.1)  # the checkpoint says 0.05
+    fails_cleanly(
+        "evaluate",
+        work,
+        capsys,
+        f"{work}/models/{MODEL}.pt: model '{MODEL}' was trained with other settings than "
+        "params.yaml gives it (lr 0.05 in the checkpoint, 0.1 in params.yaml); retrain it: "
+        f"dvc repro -f -s train@{MODEL}",
+    )
+
+
 class NotATensor:
     pass
 

@@ -20,10 +20,12 @@ from .preprocess import FIELD, to_mnist
 
 
 def load_model(checkpoint_path, config=None, device="cpu"):
-    """(model, its models.Model) from a checkpoint, loaded with weights_only=True."""
+    """(model, its models.Model) from a checkpoint, loaded with weights_only=True; one made
+    under other settings than ``config`` is said in one warning line: params.yaml may have
+    changed before retraining."""
     from .checkpoints import load_checkpoint
 
-    model, _, spec = load_checkpoint(checkpoint_path, config, device)
+    model, _, spec = load_checkpoint(checkpoint_path, config, device, strict=False)
     return model, spec
 
 
