@@ -16,7 +16,6 @@ nothing:  python stages/train.py --worker --model <name>
 
 import argparse
 import sys
-from dataclasses import replace
 
 from mnist_pipeline.errors import UserError, stage_main
 
@@ -54,10 +53,9 @@ def main() -> None:
     config = params.model(args.model)
     dist_config = params.distributed
     if args.worker:
-        overrides = {"nnodes": args.nnodes, "rdzv_endpoint": args.rdzv_endpoint}
-        dist_config = replace(dist_config, **{k: v for k, v in overrides.items() if v})
-        if dist_config.nnodes == 1:
-            raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+        dist_config = distributed.worker_config(
+            dist_config, args.nnodes, args.rdzv_endpoint, args.params
+        )
     if distributed.under_torchrun():
         try:
             ranks = distributed.setup(config.device, dist_config.timeout, params.threads)

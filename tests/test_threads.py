@@ -114,3 +114,19 @@ def test_the_train_stage_sets_its_threads_and_warns_when_oversubscribed(prepared
     warnings = [line for line in result.stderr.splitlines() if "oversubscribed" in line]
     assert len(warnings) == 1 and "2 running stages use" in warnings[0], result.stderr
     assert [p.name for p in folder.iterdir()] == [str(os.getpid())]
+
+
+def test_threads_far_past_the_cores_are_refused_with_the_reason(torch_threads):
+    from mnist_pipeline.threads import OVER_CORES
+
+    most = OVER_CORES * cores()
+    assert use(1) == 1 and per_process(most, 1) == most  # the good cases: within the bound
+    for call in (lambda: use(most + 1), lambda: per_process(most + 1, 2)):
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value) == (
+            f"params.yaml: threads: {most + 1} is over {OVER_CORES}x the {cores()} cores here; "
+            "torch's threads would spin waiting for each other and train many times slower: "
+            f"use at most {cores()} (0: one per core)"
+        )
+    assert torch.get_num_threads() == 1  # refused before it was set

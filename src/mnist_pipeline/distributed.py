@@ -45,6 +45,30 @@ def is_writer() -> bool:
     return os.environ.get(WRITER_ENV) == "1" and os.environ["LOCAL_RANK"] == "0"
 
 
+def worker_config(
+    config: DistributedConfig, nnodes: int | None, endpoint: str | None, params: str
+) -> DistributedConfig:
+    """A worker node's ``config``: params.yaml's (``params``), with ``--nnodes`` and
+    ``--rdzv-endpoint`` where given; each refused in one line unless it makes a multi-node run."""
+    from dataclasses import replace
+
+    from .params import ENDPOINT, _endpoint
+
+    if nnodes is not None:
+        if nnodes < 2:
+            raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
+        config = replace(config, nnodes=nnodes)
+    if endpoint is not None:
+        if not (endpoint and _endpoint(endpoint)):
+            raise UserError(
+                f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}"
+            )
+        config = replace(config, rdzv_endpoint=endpoint)
+    if config.nnodes == 1:
+        raise UserError(f"{params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+    return config
+
+
 def torchrun_args(config: DistributedConfig, run_id: str, *, writer: bool = True) -> list[str]:
     """torchrun's options for one node of ``config``.
 
