@@ -17,7 +17,6 @@ nothing:  python stages/train.py --worker --model <name>
 
 import argparse
 import sys
-from dataclasses import replace
 
 from mnist_pipeline.errors import UserError, stage_main
 
@@ -47,17 +46,17 @@ def main() -> None:
     if not args.worker and not (args.out and args.history and args.timing):
         parser.error("--out, --history and --timing are required (except with --worker)")
 
-    from mnist_pipeline import distributed, threads
+    from mnist_pipeline import atomic, distributed, threads
     from mnist_pipeline.params import load_params
 
+    atomic.check_outputs(args.out, args.history, args.timing)  # before training, not after
     params = load_params(args.params)
     config = params.model(args.model)
     dist_config = params.distributed
     if args.worker:
-        overrides = {"nnodes": args.nnodes, "rdzv_endpoint": args.rdzv_endpoint}
-        dist_config = replace(dist_config, **{k: v for k, v in overrides.items() if v})
-        if dist_config.nnodes == 1:
-            raise UserError(f"{args.params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+        dist_config = distributed.worker_config(
+            dist_config, args.nnodes, args.rdzv_endpoint, args.params
+        )
     if distributed.under_torchrun():
         try:
             ranks = distributed.setup(config.device, dist_config.timeout, params.threads)
@@ -98,7 +97,7 @@ def run(args, params, config, rank, world, device) -> None:
     from mnist_pipeline import atomic, distributed
     from mnist_pipeline.data import load_datasets
     from mnist_pipeline.history import write_history
-    from mnist_pipeline.resume import ResumeState, code_files, state_key
+    from mnist_pipeline.resume import ResumeState, key_parts, state_key
     from mnist_pipeline.train import train_model
 
     writer = distributed.is_writer() and not args.worker
@@ -106,13 +105,13 @@ def run(args, params, config, rank, world, device) -> None:
     # Only the writer keeps a state file; under torchrun every rank gets its state from it.
     resumable = writer and params.resume and args.state
     resume, restart = None, ""
-    if resumable or world > 1:  # what the run trains, hashed: data, settings and code
+    if resumable or world > 1:  # what decides the bytes: code, settings, data, threads, world
         data = [Path(args.prepared, f"{split}.pt") for split in ("train", "valid")]
-        key = state_key(config.to_dict(), data, code_files(__file__))
+        parts = key_parts(config.to_dict(), data, __file__, world)
         if world > 1:
-            writer_rank, restart = distributed.agree(key, writer)
+            writer_rank, restart = distributed.agree(parts, writer)
         if resumable:
-            resume = ResumeState(args.state, key)
+            resume = ResumeState(args.state, state_key(parts))
 
     def after_epoch(state: dict) -> None:
         """The writer, after each epoch: the resume state, then the history so far."""

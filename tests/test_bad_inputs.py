@@ -146,6 +146,37 @@ def test_train_diverging_at_a_huge_lr(work, capsys):
     fails_cleanly("train", work, capsys, f"model '{MODEL}' diverged in epoch 0: loss is")
 
 
+def test_train_refuses_a_special_file_at_an_output_before_it_trains(work, capsys):
+    timing = work / OUTPUTS["train"][2]
+    for out in OUTPUTS["train"]:
+        (work / out).unlink()
+    os.mkfifo(timing)  # a FIFO where the timing JSON goes: refused, not replaced
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_stage("train", work)
+    err = capsys.readouterr().err
+    assert err == f"error: {timing}: a FIFO, not a regular file; an output replaces only one\n"
+    assert not any((work / out).is_file() for out in OUTPUTS["train"])  # no epoch was trained
+    assert timing.exists() and not timing.is_file()
+    timing.unlink()  # the good case beside it: a fresh path is written
+    run_stage("train", work)
+    assert all((work / out).is_file() for out in OUTPUTS["train"])
+
+
+def test_evaluate_refuses_a_model_trained_under_other_settings(work, capsys):
+    """Issue 24 case 4: `dvc exp run -S lr=...` rewrote params.yaml while `dvc repro` trained,
+    so dvc.lock records an lr the checkpoint was not trained with: evaluate says so."""
+    set_params(work, lr=0.1)  # the checkpoint says 0.05
+    fails_cleanly(
+        "evaluate",
+        work,
+        capsys,
+        f"{work}/models/{MODEL}.pt: model '{MODEL}' was trained with other settings than "
+        "params.yaml gives it (lr 0.05 in the checkpoint, 0.1 in params.yaml); retrain it: "
+        f"dvc repro -f -s train@{MODEL}",
+    )
+
+
 class NotATensor:
     pass
 

@@ -18,3 +18,29 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     assert spec.name == "cnn_sequential"
     x = torch.rand(4, 784)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_a_checkpoint_made_under_other_settings_is_refused_naming_the_keys(tmp_path, capsys):
+    import dataclasses
+
+    import pytest
+
+    from mnist_pipeline.atomic import torch_save
+    from mnist_pipeline.errors import UserError
+
+    cfg = train_config("logistic", lr=0.08)
+    model, _ = train_model(cfg, *tiny_datasets(), torch.device("cpu"))
+    torch_save(checkpoint(model, cfg, torch.device("cpu")), tmp_path / "m.pt")
+    load_checkpoint(tmp_path / "m.pt", cfg)  # the good case: the same settings
+    other = dataclasses.replace(cfg, lr=0.1, epochs=2)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "m.pt", other)
+    assert str(err.value) == (
+        f"{tmp_path / 'm.pt'}: model 'logistic' was trained with other settings than "
+        "params.yaml gives it (epochs 1 in the checkpoint, 2 in params.yaml; lr 0.08 in the "
+        "checkpoint, 0.1 in params.yaml); retrain it: dvc repro -f -s train@logistic"
+    )
+    capsys.readouterr()
+    load_checkpoint(tmp_path / "m.pt", other, strict=False)  # predict: one warning, goes on
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "lr 0.08 in the" in err

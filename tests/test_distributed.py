@@ -182,11 +182,23 @@ def test_worker_needs_a_multi_node_run(prepared, tmp_path):
     )
 
 
-def test_nodes_with_different_settings_refuse_in_one_line(prepared, tmp_path):
-    lead, worker = two_nodes(tmp_path, prepared, lr=0.2)  # node 1 trains with lr 0.1
+@pytest.mark.parametrize(
+    "worker_params, part",
+    [({"lr": 0.2}, "params (the model's settings"), ({"threads": "cores+1"}, "threads (torch")],
+    ids=["lr", "threads"],
+)
+def test_nodes_with_different_settings_refuse_in_one_line(prepared, tmp_path, worker_params, part):
+    """Issue 24 case 3: a worker with other threads (the writer's: threads 0, the cores) would
+    train another model in lockstep; so would one with another lr."""
+    from mnist_pipeline.threads import cores
+
+    if worker_params.get("threads") == "cores+1":
+        worker_params = {"threads": cores() + 1}
+    lead, worker = two_nodes(tmp_path, prepared, **worker_params)  # node 1: lr 0.1, threads 0
     assert lead.returncode == 1 and worker.returncode == 1
     last = lead.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: rank ") and "the nodes disagree on the model's settings" in last
+    assert last.startswith("error: rank ") and f"the nodes disagree on {part}" in last, last
+    assert "code (" not in last and "data (" not in last  # only the part that differs
     assert not (tmp_path / "node1" / "m.pt").exists()
 
 
@@ -453,3 +465,55 @@ def test_a_node_that_stays_away_ends_the_run_after_the_timeout_and_keeps_the_sta
         "last completed epoch\n"
     )
     assert run.state.is_file() and not run.out.exists()
+
+
+def test_a_worker_takes_only_what_makes_a_multi_node_run():
+    from mnist_pipeline.distributed import worker_config
+    from mnist_pipeline.errors import UserError
+
+    one = load_params_dict({"nproc": 1}).distributed
+    good = worker_config(one, 2, "10.0.0.1:29500", "params.yaml")  # the good case
+    assert (good.nnodes, good.rdzv_endpoint) == (2, "10.0.0.1:29500")
+    for nnodes, endpoint, message in [
+        (-1, None, "--nnodes -1: a worker joins a run of at least 2 nodes"),
+        (0, None, "--nnodes 0: a worker joins a run of at least 2 nodes"),
+        (1, None, "--nnodes 1: a worker joins a run of at least 2 nodes"),
+        (2, "h:99999", "--rdzv-endpoint: expected 'host:port' with a port 1-65535, got 'h:99999'"),
+        (None, None, "params.yaml: distributed.nnodes is 1; --worker needs nnodes > 1"),
+    ]:
+        with pytest.raises(UserError) as err:
+            worker_config(one, nnodes, endpoint, "params.yaml")
+        assert str(err.value) == message
+
+
+def load_params_dict(distributed: dict):
+    from mnist_pipeline.params import parse_params
+
+    return parse_params(tiny_params(distributed=distributed))
+
+
+def test_nodes_that_differ_are_refused_naming_each_part_that_differs(monkeypatch):
+    """agree() on what two nodes sent (the gather faked): the line names the parts."""
+    import torch.distributed as dist
+
+    from mnist_pipeline import distributed
+    from mnist_pipeline.errors import UserError
+
+    mine = {"code": "c", "params": "p", "data": "d", "threads": "2", "world size": "2"}
+    theirs = mine | {"code": "c2", "threads": "1"}
+
+    def gather(every, obj):
+        every[:] = [obj, (theirs, False, (0, 3))]
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    monkeypatch.delenv(distributed.ERROR_DIR_ENV, raising=False)
+    with pytest.raises(UserError) as err:
+        distributed.agree(mine, True)
+    assert str(err.value) == (
+        "distributed: the nodes disagree on code (src/, stages/ or torch); threads (torch "
+        "threads per rank: params.yaml threads, or the cores with threads 0); give every node "
+        "the same ones"
+    )
+    theirs = dict(mine)  # the good case: equal keys, one writer
+    assert distributed.agree(mine, True) == (0, "")

@@ -37,12 +37,17 @@ def test_local_path_and_file_url(tmp_path, mnist_file):
         out.unlink()
 
 
-def test_md5_checksum_is_accepted(tmp_path, mnist_file):
+def test_md5_checksum_is_accepted_and_a_wrong_md5_refused(tmp_path, mnist_file):
     path, _ = mnist_file
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     out = tmp_path / "out.gz"
     fetch(fetch_config(url(str(path), f"md5:{md5}")), out)
     assert out.exists()
+    out.unlink()
+    wrong = f"{int(md5[0], 16) ^ 1:x}{md5[1:]}"  # one hex digit off
+    with pytest.raises(UserError, match=f"checksum mismatch .*expected md5:{wrong}"):
+        fetch(fetch_config(url(str(path), f"md5:{wrong}")), out)
+    assert not out.exists()
 
 
 def test_checksum_mismatch_falls_through_to_next_source(tmp_path, mnist_file, capsys):

@@ -101,3 +101,27 @@ def test_a_state_damaged_on_disk_is_ignored_and_the_model_is_exact(project):
     )
     assert "resuming" not in result.stdout
     assert (project / "models" / "cnn.pt").read_bytes() == uninterrupted
+
+
+def test_a_state_made_by_other_model_code_is_ignored_and_the_model_is_the_edited_codes(project):
+    """Issue 24 case 1: killed after epoch 0, the model's forward edited, rerun. The state's key
+    covers the model's own module, so the run starts over and equals a fresh run of the edit."""
+    tutorial = project / "src" / "mnist_pipeline" / "models" / "tutorial.py"
+    original = tutorial.read_text()
+    old = "        return xb.view(-1, xb.size(1))\n"
+    assert original.count(old) == 1
+    stop_after_epoch(project, "cnn", 0, signal.SIGKILL, EPOCHS)
+    assert (project / ".resume" / "cnn.pt").is_file()
+    try:
+        tutorial.write_text(original.replace(old, "        return xb.view(-1, xb.size(1)) * 2\n"))
+        result = dvc(project, "repro", "train@cnn")
+        assert (
+            "train: ignoring .resume/cnn.pt: made with other settings, data or code; "
+            "starting from epoch 0" in result.stdout
+        ), result.stdout
+        assert "resuming" not in result.stdout and "cnn epoch 0:" in result.stdout
+        after_kill = (project / "models" / "cnn.pt").read_bytes()
+        dvc(project, "repro", "--force", "--single-item", "train@cnn")  # fresh, edited code
+        assert (project / "models" / "cnn.pt").read_bytes() == after_kill
+    finally:
+        tutorial.write_text(original)

@@ -65,7 +65,7 @@ def user_error_with_module(tmp_path, name: str, source: str, call: str):
     package = tmp_path / "mnist_pipeline"
     shutil.copytree(REPO / "src" / "mnist_pipeline", package)
     module = package / "models" / f"{name}.py"
-    module.write_text(source + "\n")
+    module.write_bytes(source if isinstance(source, bytes) else (source + "\n").encode())
     probe = (
         "from mnist_pipeline.errors import UserError\n"
         "from mnist_pipeline.models import get_model, model_names\n"
@@ -87,12 +87,22 @@ def user_error_with_module(tmp_path, name: str, source: str, call: str):
             "model 'cnn' is declared twice, in tutorial.py and zzz_user.py; rename one",
         ),
         ("MODELS = [Model('x', build]", "syntax error at line 1"),
+        (b"MODELS = []\0\n", "syntax error: source code string cannot contain null bytes"),
     ],
 )
 def test_a_module_the_registry_cannot_read_is_refused_in_one_line(tmp_path, source, message):
     """A copy of the package with one more module: the registry names the file and the rule."""
     line, _ = user_error_with_module(tmp_path, "zzz_user", source, "model_names()")
     assert "zzz_user.py" in line and message in line and "\n" not in line
+
+
+def test_a_module_in_another_encoding_is_read_as_python_reads_it(tmp_path):
+    source = (
+        b"# -*- coding: latin-1 -*-\n# caf\xe9\nfrom .contract import Model\n"
+        b"from .tutorial import Mnist_Logistic as build\nMODELS = [Model('latin', build)]\n"
+    )
+    call = "print(model_names()[-1], get_model('latin').name)"
+    assert user_error_with_module(tmp_path, "zzz_user", source, call)[0] == "latin latin"
 
 
 def test_a_model_module_that_fails_to_import_is_one_line_naming_the_file(tmp_path):
@@ -132,6 +142,7 @@ def linear():
             "it builds its own schedule; remove models.m.scheduler",
         ),
         (Model("m", linear, step_scheduler="step"), {}, "step_scheduler must be 'epoch' or"),
+        (Model("m", linear, loss=5), {}, "its loss must be a function, not a int$"),
     ],
 )
 def test_a_config_that_breaks_the_contract_is_refused_naming_the_model(spec, overrides, rule):
@@ -154,6 +165,14 @@ def _named(overrides):
             "its optimizer must have param_groups",
         ),
         (Model("m", linear, scheduler=lambda o, c, n: object()), "its scheduler returned a"),
+        (
+            Model("m", linear, optimizer=lambda p, c: torch.optim.SGD(p, lr=-c.lr)),
+            "its optimizer raised ValueError: Invalid learning rate: -0.1$",
+        ),
+        (
+            Model("m", linear, scheduler=lambda o, c, n: raises()),
+            "its scheduler raised RuntimeError: boom$",
+        ),
     ],
 )
 def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkeypatch):

@@ -87,9 +87,16 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"distributed": {"nnodes": 2}}, "distributed.rdzv_endpoint: needed when nnodes > 1"),
         (
             {"distributed": {"rdzv_endpoint": "nohost"}},
-            "distributed.rdzv_endpoint: expected 'host:port' (empty for one node), got 'nohost'",
+            "distributed.rdzv_endpoint: expected 'host:port' with a port 1-65535 "
+            "(empty for one node), got 'nohost'",
         ),
         ({"distributed": {"rdzv_endpoint": "h:port"}}, "for one node), got 'h:port'"),
+        ({"distributed": {"rdzv_endpoint": "nohost:99999"}}, "port 1-65535 (empty for one node)"),
+        ({"distributed": {"rdzv_endpoint": "127.0.0.1:0"}}, "got '127.0.0.1:0'"),
+        ({"distributed": {"rdzv_endpoint": "a:b:1"}}, "got 'a:b:1'"),
+        ({"distributed": {"rdzv_endpoint": "::1:29500"}}, "got '::1:29500'"),
+        ({"distributed": False}, "params.yaml: distributed: expected a mapping, got False"),
+        ({"distributed": []}, "params.yaml: distributed: expected a mapping, got []"),
         ({"distributed": {"timeout": 0}}, "distributed.timeout: expected a number of seconds in"),
         ({"distributed": {"nprocs": 2}}, "distributed: unknown key 'nprocs'; valid keys: max_"),
         ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
@@ -315,3 +322,60 @@ def test_a_duplicate_key_is_one_line_with_its_line_number(tmp_path):
         f"{path}: invalid YAML at line {line}: "
         'found duplicate key "lr" with value "0.5" (original value: "0.001")'
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["", "node1:29500", "127.0.0.1:1", "h-2.lan:65535", "[::1]:80"]
+)
+def test_good_rendezvous_endpoints_are_accepted(endpoint):
+    dist = {"rdzv_endpoint": endpoint}
+    assert parse_params(tiny_params(distributed=dist)).distributed.rdzv_endpoint == endpoint
+
+
+def alias_bomb(levels: int) -> str:
+    """``levels`` lists of nine aliases to the one before: 9**levels values once expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = [  # (what is appended to a valid params.yaml, the one line it gives)
+    (alias_bomb(9), "over 20000 values (aliases expanded); a params file has a few hundred"),
+    ("x: " + "[" * 600 + "]" * 600, "nested deeper than 50 levels"),
+    (
+        "seed: " + "9" * 5001,
+        "invalid YAML: a value it cannot read (Exceeds the limit (4300 digits)",
+    ),
+    ("# " + "x" * 70000, "over 65536 bytes; a params file is a few KB"),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE, ids=["aliases", "nesting", "digits", "size"])
+def test_hostile_files_are_one_line_within_a_second(tmp_path, text, message):
+    import time
+
+    path = tmp_path / "params.yaml"
+    raw = tiny_params()
+    raw.pop("seed") if text.startswith("seed") else None
+    path.write_text(yaml.safe_dump(raw) + text + "\n")
+    start = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        load_params(path)
+    assert time.perf_counter() - start < 1
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert message in str(err.value)
+
+
+def test_aliases_within_the_bound_are_read(tmp_path):
+    """The good case beside the bomb: aliases that share a model's settings are fine."""
+    path = tmp_path / "params.yaml"
+    raw = tiny_params()
+    text = yaml.safe_dump({k: v for k, v in raw.items() if k != "models"}) + (
+        "models:\n  cnn: &shared {arch: cnn, lr: 0.2}\n  logistic: {<<: *shared, arch: logistic}\n"
+    )
+    path.write_text(text + alias_bomb(3))  # 729 values: within the bound
+    with pytest.raises(UserError, match="unknown key 'a0'"):  # read through to the checks
+        load_params(path)
+    path.write_text(text)
+    assert load_params(path).model("logistic").lr == 0.2

@@ -320,3 +320,80 @@ def test_real_mnist_digits_come_back_in_mnist_form(tmp_path):
         for name in FORMS[1:]:
             scores.append(cosine(to_mnist(Image.fromarray(form(original, name))), original))
     assert min(scores) > 0.75 and np.median(scores) > 0.9, scores
+
+
+@pytest.fixture(scope="module")
+def logistic(tmp_path_factory):
+    """A logistic model with large random weights (probabilities far from uniform, so they
+    move with any change of the input's scale), its params, and the first 20 validation
+    digits of a prepared synthetic file as 28x28 PNGs."""
+    from conftest import make_mnist, write_pickle_gz
+
+    from mnist_pipeline.data import prepare
+    from mnist_pipeline.models import get_model
+
+    work = tmp_path_factory.mktemp("logistic")
+    write_pickle_gz(work / "mnist.pkl.gz", make_mnist((64, 20, 8)))
+    prepare(work / "mnist.pkl.gz", work / "prepared")
+    raw = tiny_params(models={"logistic": {"arch": "logistic"}})
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    config = parse_params(raw).model("logistic")
+    torch.manual_seed(0)
+    model = get_model("logistic").build()
+    with torch.no_grad():
+        model.lin.weight.mul_(40)
+    atomic.torch_save(checkpoint(model, config, "cpu"), work / "models" / "logistic.pt")
+    pixels = torch.load(work / "prepared" / "valid.pt", weights_only=True)["x"]
+    pixels = pixels.reshape(-1, 28, 28).numpy()
+    files = []
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(work / f"v{i:02d}.png")
+        files.append(f"v{i:02d}.png")
+    return SimpleNamespace(work=work, model=model, pixels=pixels, files=files)
+
+
+def test_probabilities_equal_a_forward_pass_by_hand_on_pixels_over_256(logistic):
+    """Expected answers computed apart from predict: the prepared uint8 pixels / 256 (as
+    training sees them), the linear layer and softmax written out in float64."""
+    result = cli(logistic.work, "--model", "logistic", "--json", "--top", "10", *logistic.files)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    got = torch.zeros(len(logistic.files), 10, dtype=torch.float64)
+    for i, answer in enumerate(json.loads(result.stdout)):
+        for t in answer["top"]:
+            got[i, t["digit"]] = t["prob"]
+    w = logistic.model.lin.weight.detach().double()
+    b = logistic.model.lin.bias.detach().double()
+
+    def by_hand(divisor: float) -> torch.Tensor:
+        x = torch.from_numpy(logistic.pixels.reshape(-1, 784)).double() / divisor
+        return torch.softmax(x @ w.T + b, dim=1)
+
+    assert torch.allclose(got, by_hand(256), atol=2e-6, rtol=0), (got - by_hand(256)).abs().max()
+    # The test can tell the scales apart: pixels / 255 is far outside the tolerance.
+    assert (by_hand(255) - by_hand(256)).abs().max() > 1e-3
+
+
+def test_predict_warns_in_one_line_for_a_model_trained_under_other_settings(logistic, tmp_path):
+    raw = yaml.safe_load((logistic.work / "params.yaml").read_text()) | {"lr": 0.3}
+    (logistic.work / "other.yaml").write_text(yaml.safe_dump(raw))
+    args = ("--model", "logistic", "--top", "1", logistic.files[0])
+    result = cli(logistic.work, "--params", "other.yaml", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "warning: models/logistic.pt: model 'logistic' was trained with other settings than "
+        "params.yaml gives it (lr 0.1 in the checkpoint, 0.3 in params.yaml); retrain it: "
+        "dvc repro -f -s train@logistic\n"
+    )
+    assert result.stdout.startswith(f"{logistic.files[0]}: ")
+    good = cli(logistic.work, *args)  # the good case: the settings it was trained with
+    assert good.returncode == 0 and good.stderr == "" and good.stdout == result.stdout
+
+
+def test_show_refuses_a_fifo_in_one_line_and_leaves_it(logistic):
+    os.mkfifo(logistic.work / "seen.png")
+    result = cli(logistic.work, "--model", "logistic", "--show", "seen.png", logistic.files[0])
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: seen.png: a FIFO, not a regular file; an output replaces only one\n"
+    )
+    assert (logistic.work / "seen.png").exists() and not (logistic.work / "seen.png").is_file()

@@ -1,13 +1,17 @@
 """Resume: a run continued from a saved state equals the run that was never stopped."""
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import make_mnist, train_config
+from conftest import REPO, make_mnist, train_config
 from torch.utils.data import TensorDataset
 
-from mnist_pipeline.resume import ResumeState, state_key
+from mnist_pipeline.resume import PARTS, ResumeState, key_parts, state_key
 from mnist_pipeline.train import train_model
 
 EPOCHS = 3
@@ -93,16 +97,123 @@ def test_a_state_damaged_on_disk_fails_its_checksum_before_it_is_unpickled(tmp_p
     assert torch.equal(ResumeState(path, key="k").load(EPOCHS)["model"]["w"], weights)
 
 
-def test_key_changes_with_config_data_and_code(tmp_path):
-    data, code = tmp_path / "train.pt", tmp_path / "train.py"
+def parts_for(config: dict, data, script, world: int = 1) -> dict:
+    return key_parts(config, [data], script, world)
+
+
+def test_each_part_of_the_key_changes_with_what_it_covers(tmp_path, monkeypatch):
+    data, script = tmp_path / "train.pt", tmp_path / "train.py"
     data.write_bytes(b"data")
-    code.write_text("code")
+    script.write_text("code")
     cfg = dataclasses.asdict(train_config("cnn"))
-    key = state_key(cfg, [data], [code])
-    assert state_key(cfg, [data], [code]) == key
-    assert state_key(cfg | {"lr": 0.2}, [data], [code]) != key
+    parts = parts_for(cfg, data, script)
+    assert list(parts) == list(PARTS) and parts_for(cfg, data, script) == parts
+
+    def changed(**kw) -> set[str]:
+        new = parts_for(kw.get("cfg", cfg), data, script, kw.get("world", 1))
+        assert (state_key(new) == state_key(parts)) is (new == parts)
+        return {name for name in PARTS if new[name] != parts[name]}
+
+    assert changed(cfg=cfg | {"lr": 0.2}) == {"params"}
+    assert changed(world=2) == {"world size"}
     data.write_bytes(b"other data")
-    assert state_key(cfg, [data], [code]) != key
+    assert changed() == {"data"}
     data.write_bytes(b"data")
-    code.write_text("edited code")
-    assert state_key(cfg, [data], [code]) != key
+    script.write_text("edited code")
+    assert changed() == {"code"}
+    script.write_text("code")
+    torch.set_num_threads(torch.get_num_threads() + 1)
+    try:
+        assert changed() == {"threads"}
+    finally:
+        torch.set_num_threads(torch.get_num_threads() - 1)
+
+
+def test_the_code_part_covers_the_models_module_imported_for_the_key(tmp_path):
+    """In a fresh process, as a stage: the model's module is imported by key_parts itself, and
+    an edit to it (or to any module of models/) changes the code part."""
+    package = tmp_path / "src" / "mnist_pipeline"
+    shutil.copytree(REPO / "src" / "mnist_pipeline", package)
+    (tmp_path / "d.pt").write_bytes(b"data")
+    (tmp_path / "train.py").write_text("the stage")
+    probe = (
+        "import sys; from mnist_pipeline.resume import code_files, key_parts; "
+        "from mnist_pipeline.params import parse_params; from conftest import tiny_params; "
+        "c = parse_params(tiny_params()).model('logistic').to_dict(); "
+        f"p = key_parts(c, [{str(tmp_path / 'd.pt')!r}], {str(tmp_path / 'train.py')!r}, 1); "
+        "print(p['code'], 'mnist_pipeline.models.tutorial' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{package.parent}{os.pathsep}{REPO / 'tests'}"}
+
+    def code_part() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        )
+        digest, imported = out.stdout.split()
+        assert imported == "True"
+        return digest
+
+    before = code_part()
+    tutorial = package / "models" / "tutorial.py"
+    tutorial.write_text(
+        tutorial.read_text().replace("return self.lin(xb)", "return self.lin(xb) * 2")
+    )
+    assert code_part() != before
+    after = code_part()
+    (package / "models" / "helper.py").write_text("X = 1\n")  # imported late, by build()
+    assert code_part() != after
+
+
+@pytest.mark.parametrize("make", ["fifo", "symlink to a device", "folder"])
+def test_a_state_that_is_not_a_regular_file_is_ignored_never_opened_nor_replaced(
+    make, tmp_path, capsys
+):
+    path = tmp_path / "state.pt"
+    if make == "fifo":
+        os.mkfifo(path)  # open() would wait for a writer forever
+    elif make == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(os.devnull)  # a device: read without end, were it read
+    kind = {"fifo": "a FIFO", "folder": "a folder"}.get(make, "a character device")
+    state = ResumeState(path, key="k")
+    assert state.load(EPOCHS) is None
+    assert capsys.readouterr().out == (
+        f"train: ignoring {path}: {kind}, not a regular file; this run saves no state; "
+        "starting from epoch 0\n"
+    )
+    state.save({"history": [{"epoch": 0}]})  # after each epoch: nothing, and no error
+    state.clear()
+    assert path.is_symlink() if make.startswith("symlink") else path.exists()
+    # The good case beside it: a regular file is read, and saved over.
+    good = ResumeState(tmp_path / "good.pt", key="k")
+    good.save({"history": [{"epoch": 0}]})
+    assert good.load(EPOCHS) == {"history": [{"epoch": 0}]}
+
+
+def test_a_state_folder_that_is_a_file_is_ignored_and_the_run_goes_on(tmp_path, capsys):
+    (tmp_path / ".resume").write_text("not a folder")
+    state = ResumeState(tmp_path / ".resume" / "cnn.pt", key="k")
+    assert state.load(EPOCHS) is None
+    assert capsys.readouterr().out == (
+        f"train: ignoring {tmp_path / '.resume' / 'cnn.pt'}: {tmp_path / '.resume'} is not a "
+        "folder; this run saves no state; starting from epoch 0\n"
+    )
+    state.save({"history": [{"epoch": 0}]})  # after epoch 0: no crash
+    state.clear()
+    assert (tmp_path / ".resume").read_text() == "not a folder"
+
+
+def test_only_a_bounded_number_of_bytes_is_read_from_a_state(tmp_path, capsys, monkeypatch):
+    from mnist_pipeline import resume
+
+    path = tmp_path / "state.pt"
+    ResumeState(path, key="k").save({"history": [{"epoch": 0}]})
+    assert ResumeState(path, key="k").load(EPOCHS) is not None
+    monkeypatch.setattr(resume, "MAX_BYTES", path.stat().st_size - 1)
+    assert ResumeState(path, key="k").load(EPOCHS) is None
+    size = path.stat().st_size
+    assert capsys.readouterr().out.endswith(
+        f"ignoring {path}: {size} bytes, over the {size - 1} a state may have; "
+        "starting from epoch 0\n"
+    )

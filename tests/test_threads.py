@@ -17,7 +17,6 @@ from project import train_args
 
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.params import parse_params
-from mnist_pipeline.resume import ResumeState
 from mnist_pipeline.threads import RUNNING_ENV, cores, per_process, registered, use
 
 
@@ -59,14 +58,6 @@ def test_use_sets_torchs_thread_count_and_zero_keeps_it(torch_threads):
     assert use(1) == 1 == torch.get_num_threads()
     assert use(0) == 1
     assert use(2) == 2 == torch.get_num_threads()
-
-
-def test_the_resume_key_changes_with_the_thread_count(tmp_path, torch_threads):
-    keys = {}
-    for n in (1, 2):
-        use(n)
-        keys[n] = ResumeState(tmp_path / "cnn.pt", "settings-data-code").key
-    assert keys[1] != keys[2]
 
 
 def record(folder, pid: int, threads: int) -> None:
@@ -123,3 +114,19 @@ def test_the_train_stage_sets_its_threads_and_warns_when_oversubscribed(prepared
     warnings = [line for line in result.stderr.splitlines() if "oversubscribed" in line]
     assert len(warnings) == 1 and "2 running stages use" in warnings[0], result.stderr
     assert [p.name for p in folder.iterdir()] == [str(os.getpid())]
+
+
+def test_threads_far_past_the_cores_are_refused_with_the_reason(torch_threads):
+    from mnist_pipeline.threads import OVER_CORES
+
+    most = OVER_CORES * cores()
+    assert use(1) == 1 and per_process(most, 1) == most  # the good cases: within the bound
+    for call in (lambda: use(most + 1), lambda: per_process(most + 1, 2)):
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value) == (
+            f"params.yaml: threads: {most + 1} is over {OVER_CORES}x the {cores()} cores here; "
+            "torch's threads would spin waiting for each other and train many times slower: "
+            f"use at most {cores()} (0: one per core)"
+        )
+    assert torch.get_num_threads() == 1  # refused before it was set

@@ -1,6 +1,8 @@
 """Write outputs atomically: to a temporary file beside the target, then rename into place.
 
-An interrupted or failed write leaves the old file or none, never half a file.
+An interrupted or failed write leaves the old file or none, never half a file. An output
+replaces only a regular file (or a symlink to one inside the project): a FIFO, a device or a
+folder at its path is refused in one line, and nothing changes.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +18,54 @@ from typing import IO
 
 from .errors import UserError
 
+KINDS = {
+    stat.S_ISDIR: "a folder",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def kind(mode: int) -> str:
+    """What a file of ``st_mode`` is, in words: 'a regular file', 'a FIFO', 'a folder'..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((k for is_kind, k in KINDS.items() if is_kind(mode)), "a special file")
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Refuse, in one line, an existing ``path`` that an output may not replace: anything but
+    a regular file, or a symlink to a regular file inside the project (the working folder)."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # absent (or its folder is not one: the write says so)
+        return
+    if stat.S_ISLNK(mode):
+        target = path.resolve()
+        if target.is_file() and target.is_relative_to(Path.cwd().resolve()):
+            return
+        raise UserError(
+            f"{path}: a symlink to {target}, not to a regular file inside the project; "
+            "an output replaces only a regular file"
+        )
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path}: {kind(mode)}, not a regular file; an output replaces only one")
+
+
+def check_outputs(*paths: str | os.PathLike | None) -> None:
+    """``check_output`` for each path given (None: none), before a stage computes anything."""
+    for path in paths:
+        if path is not None:
+            check_output(path)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
     path = Path(path)
+    check_output(path)  # before anything is made
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

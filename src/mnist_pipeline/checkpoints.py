@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -32,11 +33,24 @@ def checkpoint(model, config: TrainConfig, device) -> dict:
     }
 
 
-def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
+def differing(recorded: dict, config: TrainConfig) -> str:
+    """The settings in which a checkpoint's recorded config and ``config`` differ, in words
+    ('lr 0.08 in the checkpoint, 0.1 in params.yaml; ...'); empty when they agree."""
+    wanted = config.to_dict()
+    keys = sorted(k for k in {*recorded, *wanted} if recorded.get(k) != wanted.get(k))
+    return "; ".join(
+        f"{k} {recorded.get(k)!r} in the checkpoint, {wanted.get(k)!r} in params.yaml" for k in keys
+    )
+
+
+def load_checkpoint(path, config: TrainConfig | None = None, device="cpu", *, strict=True):
     """(model, checkpoint dict, its ``models.Model``) from models/<name>.pt, loaded with
     weights_only=True and rebuilt on ``device``; every error is one line.
 
     ``path`` may also be a binary file object, such as ``dvc.api.open(..., mode="rb")`` gives.
+    With ``config``, the checkpoint's recorded config must be it: one made under other
+    settings (``dvc exp run -S`` rewrote params.yaml during a run, say) is refused naming the
+    keys, or with ``strict=False`` (predict) said in one warning line on stderr.
     """
     source = path
     if isinstance(path, str | os.PathLike):
@@ -66,6 +80,14 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu"):
             f"{path}: checkpoint architecture {arch_name!r} does not match params "
             f"arch {config.arch!r}; retrain with dvc repro"
         )
+    if config is not None and (diff := differing(ckpt["config"], config)):
+        message = (
+            f"{path}: model {config.name!r} was trained with other settings than params.yaml "
+            f"gives it ({diff}); retrain it: dvc repro -f -s train@{config.name}"
+        )
+        if strict:
+            raise UserError(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
     spec = get_model(arch_name)
     model = spec.build()
     try:

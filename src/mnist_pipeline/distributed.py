@@ -45,6 +45,30 @@ def is_writer() -> bool:
     return os.environ.get(WRITER_ENV) == "1" and os.environ["LOCAL_RANK"] == "0"
 
 
+def worker_config(
+    config: DistributedConfig, nnodes: int | None, endpoint: str | None, params: str
+) -> DistributedConfig:
+    """A worker node's ``config``: params.yaml's (``params``), with ``--nnodes`` and
+    ``--rdzv-endpoint`` where given; each refused in one line unless it makes a multi-node run."""
+    from dataclasses import replace
+
+    from .params import ENDPOINT, _endpoint
+
+    if nnodes is not None:
+        if nnodes < 2:
+            raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
+        config = replace(config, nnodes=nnodes)
+    if endpoint is not None:
+        if not (endpoint and _endpoint(endpoint)):
+            raise UserError(
+                f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}"
+            )
+        config = replace(config, rdzv_endpoint=endpoint)
+    if config.nnodes == 1:
+        raise UserError(f"{params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+    return config
+
+
 def torchrun_args(config: DistributedConfig, run_id: str, *, writer: bool = True) -> list[str]:
     """torchrun's options for one node of ``config``.
 
@@ -243,13 +267,24 @@ def setup(device_spec: str, timeout: float = 300, threads: int = 0):
     return rank, world, device
 
 
-def agree(digest: str, writer: bool) -> tuple[int, str]:
+# What differs, when a part of the nodes' keys (resume.key_parts) does: where to look.
+DIFFERS = {
+    "code": "src/, stages/ or torch",
+    "params": "the model's settings in params.yaml",
+    "data": "data/prepared",
+    "threads": "torch threads per rank: params.yaml threads, or the cores with threads 0",
+    "world size": "the number of processes",
+}
+
+
+def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
     """Check the ranks against each other; return the writer's global rank and, after a
     restart, ``restart k of M`` (k: the most restarts a node has spent, M: its allowance).
 
-    Each node reads its own params.yaml and data/prepared: a node that differs would train
-    something else in lockstep, or hang when the batch counts differ. Exactly one rank is the
-    writer, whatever global rank the rendezvous gave it.
+    Each node reads its own params.yaml, data/prepared and code: a node that differs in any
+    part of the run's key (``resume.key_parts``) would train something else in lockstep, or
+    hang when the batch counts differ. The refusal names the parts that differ. Exactly one
+    rank is the writer, whatever global rank the rendezvous gave it.
     """
     import torch.distributed as dist
 
@@ -257,12 +292,12 @@ def agree(digest: str, writer: bool) -> tuple[int, str]:
         int(os.environ.get(f"TORCHELASTIC_{key}", 0)) for key in ("RESTART_COUNT", "MAX_RESTARTS")
     )
     every = [None] * dist.get_world_size()
-    dist.all_gather_object(every, (digest, writer, restarts))
-    if len({d for d, _, _ in every}) > 1:
-        raise UserError(
-            "distributed: the nodes disagree on the model's settings, data or code "
-            "(params.yaml, data/prepared or src/ differ); give every node the same ones"
-        )
+    dist.all_gather_object(every, (parts, writer, restarts))
+    names = dict.fromkeys(name for p, _, _ in every for name in p)
+    differ = [name for name in names if len({p.get(name) for p, _, _ in every}) > 1]
+    if differ:
+        what = "; ".join(f"{part} ({DIFFERS.get(part, part)})" for part in differ)
+        raise UserError(f"distributed: the nodes disagree on {what}; give every node the same ones")
     writers = [rank for rank, (_, w, _) in enumerate(every) if w]
     if not writers:
         raise UserError("distributed: no node runs dvc repro: every node was started --worker")

@@ -286,7 +286,7 @@ def recipe(spec, params, config, steps_per_epoch: int) -> Recipe:
     else ``config.optimizer`` (sgd | adamw) and ``config.scheduler`` (none | onecycle)."""
     params = list(params)
     if spec.optimizer is not None:
-        opt = spec.optimizer(params, config)
+        opt = spec.made("its optimizer", spec.optimizer, params, config)
     elif config.optimizer == "adamw":
         opt = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
@@ -294,7 +294,7 @@ def recipe(spec, params, config, steps_per_epoch: int) -> Recipe:
     spec.check_optimizer(opt)
     scheduler, every = None, spec.step_scheduler
     if spec.scheduler is not None:
-        scheduler = spec.scheduler(opt, config, steps_per_epoch)
+        scheduler = spec.made("its scheduler", spec.scheduler, opt, config, steps_per_epoch)
         spec.check_scheduler(scheduler)
     elif config.scheduler == "onecycle":
         scheduler = OneCycle(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .models import model_names  # read from the models' source: no torch import
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -122,9 +122,16 @@ def _one_of(*names: str) -> Key:
     return Key(lambda v: v in names, "one of " + ", ".join(names), names[0])
 
 
+ENDPOINT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+ENDPOINT = "'host:port' with a port 1-65535 (empty for one node)"
+
+
 def _endpoint(v: object) -> bool:
-    host, _, port = str(v).rpartition(":")
-    return isinstance(v, str) and (v == "" or bool(host) and port.isdigit())
+    """'' or host:port: a name or IPv4 address, or an [IPv6] one, and a port 1-65535."""
+    if v == "":
+        return True
+    found = isinstance(v, str) and ENDPOINT_RE.fullmatch(v)
+    return bool(found) and 1 <= int(found.group(2)) <= 65535
 
 
 # A model's name becomes a stage name, file names and, through dvc.yaml's ${key}, part of a
@@ -170,7 +177,7 @@ MODEL_ONLY = {
 DISTRIBUTED = {
     "nproc": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
     "nnodes": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
-    "rdzv_endpoint": Key(_endpoint, "'host:port' (empty for one node)", ""),
+    "rdzv_endpoint": Key(_endpoint, ENDPOINT, ""),
     "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 300),
     "max_restarts": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer", MAX_RESTARTS),
 }
@@ -272,7 +279,8 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         raise UserError(f"{where}fetch.sources: moved to sources.yaml; move the list there")
     fetch_config = FetchConfig(**_section(f"{where}fetch.", fetch, FETCH))
 
-    raw_dist = _mapping(f"{where}distributed", raw.get("distributed") or {})
+    raw_dist = raw.get("distributed")  # absent or empty (null): the defaults
+    raw_dist = _mapping(f"{where}distributed", {} if raw_dist is None else raw_dist)
     distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))
     if distributed.nnodes > 1 and not distributed.rdzv_endpoint:
         raise UserError(f"{where}distributed.rdzv_endpoint: needed when nnodes > 1 (host:port)")
@@ -331,21 +339,41 @@ def _defaults(shared: dict) -> dict[str, Key]:
     return {k: dataclasses.replace(SHARED[k], default=v) for k, v in shared.items()}
 
 
-def _plain(value: object) -> object:
+MAX_BYTES = 1 << 16  # params.yaml has 5 KB; ruamel reads some 100 KB a second
+MAX_DEPTH = 50  # params.yaml nests 4 levels; past this a file is a mistake or an attack
+MAX_VALUES = 20_000  # values once aliases are expanded: params.yaml has a few hundred
+
+
+def _plain(value: object, path: str = "params.yaml") -> object:
     """Plain dict, list, str, int, float, bool and None: what a checkpoint or JSON can hold.
 
     ruamel's safe loader already gives these, except for an ordered map (``!!omap``) and the
     rarer tags (dates, sets, binary), which are kept as they are: no params key accepts them,
-    so each is refused in one line by its key's check.
+    so each is refused in one line by its key's check. Aliases are allowed, but each use is
+    a copy: past MAX_VALUES values (an alias bomb: nine levels of nine aliases in 4 KB) or
+    MAX_DEPTH levels the file is refused in one line, before the copy grows.
     """
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    for kind in (bool, int, float, str):  # bool first: it is an int
-        if isinstance(value, kind):
-            return kind(value)
-    return value
+    left = [MAX_VALUES]
+
+    def copy(value: object, depth: int) -> object:
+        left[0] -= 1
+        if left[0] < 0:
+            raise UserError(
+                f"{path}: over {MAX_VALUES} values (aliases expanded); "
+                "a params file has a few hundred: use fewer aliases"
+            )
+        if depth > MAX_DEPTH:
+            raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            return {copy(k, depth + 1): copy(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [copy(v, depth + 1) for v in value]
+        for kind in (bool, int, float, str):  # bool first: it is an int
+            if isinstance(value, kind):
+                return kind(value)
+        return value
+
+    return copy(value, 0)
 
 
 def _read_yaml(path: Path, what: str) -> object:
@@ -354,7 +382,11 @@ def _read_yaml(path: Path, what: str) -> object:
     from ruamel.yaml import YAML, YAMLError
 
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise UserError(f"{path}: over {MAX_BYTES} bytes; a {what} is a few KB")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except OSError as err:
@@ -371,7 +403,11 @@ def _read_yaml(path: Path, what: str) -> object:
         raise UserError(f"{path}: invalid YAML{line}: {problem}") from None
     except RecursionError:
         raise UserError(f"{path}: invalid YAML: nested too deeply") from None
-    return _plain(raw)
+    except ValueError as err:  # ruamel's, for an integer of over 4300 digits
+        raise UserError(
+            f"{path}: invalid YAML: a value it cannot read ({first_line(err)})"
+        ) from None
+    return _plain(raw, str(path))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

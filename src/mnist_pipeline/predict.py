@@ -21,10 +21,12 @@ from .preprocess import FIELD, to_mnist
 
 def load_model(checkpoint_path, config=None, device="cpu"):
     """(model, its models.Model) from a checkpoint (a path or a binary file object, such as
-    ``dvc.api.open("models/fast.pt", repo=..., mode="rb")``), loaded with weights_only=True."""
+    ``dvc.api.open("models/fast.pt", repo=..., mode="rb")``), loaded with weights_only=True;
+    one made under other settings than ``config`` is said in one warning line: params.yaml
+    may have changed before retraining."""
     from .checkpoints import load_checkpoint
 
-    model, _, spec = load_checkpoint(checkpoint_path, config, device)
+    model, _, spec = load_checkpoint(checkpoint_path, config, device, strict=False)
     return model, spec
 
 

@@ -52,18 +52,11 @@ def _open_regular(path: str, name: str):
     """
     import stat
 
-    kinds = {
-        stat.S_ISDIR: "a folder",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISSOCK: "a socket",
-    }
+    from .atomic import kind
 
     def check(mode: int) -> None:
         if not stat.S_ISREG(mode):
-            kind = next((k for is_kind, k in kinds.items() if is_kind(mode)), "a special file")
-            raise UserError(f"{name}: not a regular file ({kind}); give an image file")
+            raise UserError(f"{name}: not a regular file ({kind(mode)}); give an image file")
 
     try:
         check(os.stat(path).st_mode)

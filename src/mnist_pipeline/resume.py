@@ -3,9 +3,9 @@
 After each epoch a train stage saves a ``snapshot`` (weights, optimizer buffers, schedule
 position, shuffle generator, history) to a state file that DVC neither caches nor deletes
 (``.resume/<model>.pt``, git- and dvc-ignored). The file is keyed by everything that decides
-the result: the resolved model config, the prepared data and the training code. The next run
-continues from it only if the file's checksum and key match; the stage removes it once its
-outputs are written.
+the result (``key_parts``): the code, the resolved model config, the prepared data, the thread
+count and the number of processes. The next run continues from it only if the file's checksum
+and key match; the stage removes it once its outputs are written.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
-from .atomic import atomic_open
+from .atomic import atomic_open, kind
 from .checkpoints import cpu_state_dict
 from .errors import first_line
 
 FORMAT = 1
 # A state file: this line, a JSON line {"key", "sha256"}, then the torch.save payload.
 MAGIC = b"mnist-pipeline resume state 2\n"
+MAX_BYTES = 1 << 31  # the most read from a state file: ample for any model's weights and buffers
 
 
 def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
@@ -54,23 +56,57 @@ def _file_digest(path: Path, h) -> None:
             h.update(chunk)
 
 
+def _digest(files: list[Path], text: str = "") -> str:
+    h = hashlib.sha256(text.encode())
+    for path in files:
+        _file_digest(Path(path), h)
+    return h.hexdigest()
+
+
 def code_files(script: str | os.PathLike) -> list[Path]:
-    """The training code: the stage script and every module of this package it has loaded."""
+    """The training code: the stage script, every module of this package it has loaded, and
+    every module of models/ (a model may import a helper of its folder late, in ``build``)."""
     package = Path(__file__).parent
     loaded = {
         Path(m.__file__).resolve()
         for name, m in list(sys.modules.items())
         if name.startswith(__package__ + ".") and getattr(m, "__file__", None)
     }
+    loaded |= {p.resolve() for p in (package / "models").glob("*.py")}
     return [Path(script).resolve(), *sorted(p for p in loaded if p.is_relative_to(package))]
 
 
-def state_key(config: dict, data_files: list[Path], code: list[Path]) -> str:
-    """sha256 over the resolved config, the data files' bytes and the code files' bytes."""
-    h = hashlib.sha256(json.dumps([FORMAT, config], sort_keys=True).encode())
-    for path in [*data_files, *code]:
-        _file_digest(Path(path), h)
-    return h.hexdigest()
+# The parts of a run's key, in the order a refusal names them.
+PARTS = ("code", "params", "data", "threads", "world size")
+
+
+def key_parts(config: dict, data_files: list[Path], script, world: int) -> dict[str, str]:
+    """What decides the bytes of a training run, one hash or value per part of ``PARTS``.
+
+    The resume key (``state_key``) and the nodes' agreement (``distributed.agree``) are both
+    made from this, so neither leaves a part out: ``code`` is the stage script, the model's
+    module and every module of this package loaded once that module is imported, and torch's
+    version; ``params`` the resolved config of the model; ``data`` the prepared files;
+    ``threads`` torch's CPU threads in use (the stage sets them before); ``world size`` the
+    number of processes, nodes x processes per node.
+    """
+    import torch
+
+    from .models import get_model
+
+    get_model(config["arch"])  # imports the model's module, and what that module imports
+    return {
+        "code": _digest(code_files(script), torch.__version__),
+        "params": _digest([], json.dumps([FORMAT, config], sort_keys=True)),
+        "data": _digest(data_files),
+        "threads": str(torch.get_num_threads()),
+        "world size": str(world),
+    }
+
+
+def state_key(parts: dict[str, str]) -> str:
+    """One sha256 over the parts of ``key_parts``: the key a resume state is saved under."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def _say(message: str) -> None:
@@ -81,13 +117,10 @@ class ResumeState:
     """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
 
     def __init__(self, path: str | os.PathLike, key: str, *, verbose: bool = True) -> None:
-        import torch
-
-        # The CPU's arithmetic also depends on the torch version and the thread count: the
-        # stage sets it from params.yaml's `threads` before it makes this key.
-        self.key = f"{key}:{torch.__version__}:{torch.get_num_threads()}"
+        self.key = key  # state_key(key_parts(...))
         self.path, self.verbose = Path(path), verbose
         self.restart = ""
+        self.saving = True  # False once load finds no place a state may be saved
 
     def load(self, epochs: int, *, restart: str = "") -> dict | None:
         """The saved snapshot, if it is intact, readable and made for this key; else None.
@@ -99,16 +132,32 @@ class ResumeState:
         import torch
 
         self.restart = restart
-
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            self.saving = False
+            return self._ignore(f"{self.path.parent} is not a folder; this run saves no state")
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
             stale.unlink(missing_ok=True)
-        if not self.path.exists():
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
             if restart and self.verbose:
                 _say(f"{restart}: starting from epoch 0")
             return None
+        except OSError as err:
+            return self._ignore(f"unreadable ({err.strerror or err})")
+        if not stat.S_ISREG(found.st_mode):  # a FIFO would block open(), /dev/zero never end
+            self.saving = False
+            return self._ignore(
+                f"{kind(found.st_mode)}, not a regular file; this run saves no state"
+            )
+        if found.st_size > MAX_BYTES:
+            return self._ignore(f"{found.st_size} bytes, over the {MAX_BYTES} a state may have")
         try:
-            with open(self.path, "rb") as f:
-                magic, header, payload = f.readline(), f.readline(), f.read()
+            with open(self.path, "rb", opener=_nonblocking) as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since the stat
+                    raise ValueError("not a regular file")
+                magic, header = f.readline(len(MAGIC)), f.readline(1000)
+                payload = f.read(MAX_BYTES)
             if magic != MAGIC:
                 raise ValueError("not a resume state of this pipeline")
             header = json.loads(header)
@@ -138,8 +187,12 @@ class ResumeState:
         return None
 
     def save(self, state: dict) -> None:
-        """Write the state, its key and its payload's sha256 atomically."""
+        """Write the state, its key and its payload's sha256 atomically (no-op once ``load``
+        found no place a state may be saved)."""
         import torch
+
+        if not self.saving:
+            return
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -149,4 +202,9 @@ class ResumeState:
             f.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.saving:
+            self.path.unlink(missing_ok=True)
+
+
+def _nonblocking(path, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)

@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .errors import UserError
+
 RUNNING_ENV = "MNIST_PIPELINE_RUNNING_DIR"  # where the running stages are recorded
 
 
@@ -32,17 +34,35 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# Past the cores torch's threads spin while they wait for each other: a little past them a run
+# is slower (a warning, see ``register``), far past them it crawls (a logistic epoch took 130 s
+# at threads 1000 on 2 cores, against 0.3 s). Refused above this many times the cores; not at
+# the cores, so that the shipped models (threads 2) can still be made on a 1-core machine.
+OVER_CORES = 4
+
+
+def checked(threads: int) -> int:
+    """``threads``, refused in one line past OVER_CORES times the cores of this machine."""
+    if threads > OVER_CORES * cores():
+        raise UserError(
+            f"params.yaml: threads: {threads} is over {OVER_CORES}x the {cores()} cores here; "
+            "torch's threads would spin waiting for each other and train many times slower: "
+            f"use at most {cores()} (0: one per core)"
+        )
+    return threads
+
+
 def per_process(threads: int, nproc: int) -> int:
     """Torch threads for each of a machine's ``nproc`` ranks: ``threads`` shared among them, or
     with ``threads`` 0 the cores."""
-    return max(1, (threads or cores()) // nproc)
+    return max(1, (checked(threads) or cores()) // nproc)
 
 
 def use(threads: int) -> int:
     """Set torch's intra-op thread count (0: keep its default); return the count in use."""
     import torch
 
-    if threads:
+    if checked(threads):
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

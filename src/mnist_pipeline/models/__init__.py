@@ -23,11 +23,15 @@ NOT_MODEL_MODULES = {"__init__", "contract"}
 
 
 def _names_in(path: Path) -> list[str]:
-    """The model names a module's ``MODELS`` list declares, read from its source."""
+    """The model names a module's ``MODELS`` list declares, read from its source: as bytes,
+    so Python decodes them as it would (a ``coding:`` line, UTF-8 without one)."""
     try:
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(path.read_bytes(), str(path))
     except SyntaxError as err:
-        raise UserError(f"{path}: syntax error at line {err.lineno}: {err.msg}") from None
+        at = f" at line {err.lineno}" if err.lineno else ""
+        raise UserError(f"{path}: syntax error{at}: {err.msg}") from None
+    except ValueError as err:  # a null byte, before Python 3.12
+        raise UserError(f"{path}: syntax error: {first_line(err)}") from None
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
         if not any(isinstance(t, ast.Name) and t.id == "MODELS" for t in targets):

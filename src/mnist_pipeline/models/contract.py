@@ -63,6 +63,8 @@ class Model:
         """Refuse, in one line, a model or a model config that breaks the contract."""
         if not callable(self.build):
             self._refuse("build must be a function that returns the network")
+        if not callable(self.loss):
+            self._refuse(f"its loss must be a function, not a {type(self.loss).__name__}")
         if self.step_scheduler not in ("epoch", "batch"):
             self._refuse(f"step_scheduler must be 'epoch' or 'batch', not {self.step_scheduler!r}")
         if not takes_keyword(self.loss, "reduction"):
@@ -85,12 +87,16 @@ class Model:
 
     def build_checked(self):
         """``build()``, its error or a network that breaks the contract as one line."""
-        try:
-            network = self.build()
-        except Exception as err:
-            self._refuse(f"build() raised {type(err).__name__}: {first_line(err)}")
+        network = self.made("build()", self.build)
         self._check_methods("build()", network, NETWORK_METHODS)
         return network
+
+    def made(self, what: str, factory: Callable, *args):
+        """``factory(*args)``: one of the model's own functions, its error as one line."""
+        try:
+            return factory(*args)
+        except Exception as err:
+            self._refuse(f"{what} raised {type(err).__name__}: {first_line(err)}")
 
     def check_forward(self, network, xb) -> None:
         """One forward pass on a batch ``xb`` must give (N, 10) scores: a wrong input shape or
