@@ -133,9 +133,7 @@ class Model:
     def check_scheduler(self, scheduler) -> None:
         self._check_methods("its scheduler", scheduler, SCHEDULER_METHODS)
         if type(scheduler).__name__ == "ReduceLROnPlateau" and self.step_scheduler != "epoch":
-            self._refuse(
-                "ReduceLROnPlateau steps on val_loss, once an epoch: remove step_scheduler"
-            )
+            self._refuse("ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler")
 
     def _check_methods(self, what: str, obj: object, methods: tuple[str, ...]) -> None:
         missing = [m for m in methods if not callable(getattr(obj, m, None))]
