@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .atomic import atomic_open
+from .atomic import atomic_open, remove_stale
 from .checkpoints import cpu_state_dict
 from .errors import first_line
 
@@ -100,8 +100,7 @@ class ResumeState:
 
         self.restart = restart
 
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
-            stale.unlink(missing_ok=True)
+        remove_stale(self.path)  # what a save that was killed left
         if not self.path.exists():
             if restart and self.verbose:
                 _say(f"{restart}: starting from epoch 0")
