@@ -246,7 +246,7 @@ print('DYNAMO' if 'torch._dynamo' in sys.modules else 'NO-DYNAMO')
 
 
 def test_a_train_stage_never_imports_torch_dynamo(tmp_path, prepared_dir):
-    """Constructing torch.optim.SGD would import torch._dynamo: 2 s of every stage's start-up."""
+    """Constructing torch.optim.SGD would import torch._dynamo: BENCHMARKS.md times it."""
     import yaml
     from conftest import tiny_params
 
