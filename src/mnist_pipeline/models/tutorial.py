@@ -144,8 +144,9 @@ class ScratchSGD(torch.optim.Optimizer):
     """The tutorial's hand-written update, ``p -= p.grad * lr`` under no_grad, plus momentum.
 
     A ``torch.optim.Optimizer``, so torch's schedulers take it; like optim.py's, it skips
-    ``Optimizer.__init__`` and the methods that import torch._dynamo. Under torchrun it
-    averages the gradients across ranks itself: the model is no ``nn.Module`` for DDP to wrap.
+    ``Optimizer.__init__`` and replaces ``zero_grad``, ``state_dict`` and ``load_state_dict``,
+    which import torch._dynamo. Under torchrun it averages the gradients across ranks itself:
+    the model is no ``nn.Module`` for DDP to wrap.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
