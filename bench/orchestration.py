@@ -108,6 +108,7 @@ def bench_orchestration(runs: int, old_rev: str) -> dict:
         k: []
         for k in (
             "torch",
+            "dynamo",
             "version",
             "stage",
             "stage_train",
@@ -124,6 +125,7 @@ def bench_orchestration(runs: int, old_rev: str) -> dict:
     }
     for i in range(runs):
         r["torch"].append(run_in(new, sys.executable, "-c", "import torch"))
+        r["dynamo"].append(run_in(new, sys.executable, "-c", "import torch._dynamo"))
         r["version"].append(run_in(new, "dvc", "--version"))
         r["stage"].append(run_in(new, "dvc", "repro", "-f", "-s", "train@logistic"))
         timing = json.loads((new / "logs/train/logistic.json").read_text())

@@ -26,6 +26,8 @@ def render(data_rows, orch, models, runs: int) -> str:
             "| measurement | seconds |",
             "|---|---:|",
             f'| `python -c "import torch"` | {o["torch"]:.2f} |',
+            f'| `python -c "import torch._dynamo"` (a `torch.optim` optimizer imports it) | '
+            f"{o['dynamo']:.2f} |",
             f"| `dvc --version` | {o['version']:.2f} |",
             f"| `dvc repro -f -s train@logistic` | {o['stage']:.2f} |",
             f"| its training seconds | {o['stage_train']:.2f} |",

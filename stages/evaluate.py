@@ -51,7 +51,7 @@ def main() -> None:
 
     params = load_params(args.params)
     configs = params.models
-    threads.register(threads.use(params.threads))  # the count decides the metrics' last bits
+    threads.check(threads.use(params.threads))  # the count decides the metrics' last bits
     splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
     # Every input is read and every model scored before anything is written: a missing or
     # broken input leaves the old outputs, not a mix of new and old.

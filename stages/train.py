@@ -59,7 +59,7 @@ def main() -> None:
         )
     if distributed.under_torchrun():
         try:
-            ranks = distributed.setup(config.device, dist_config.timeout, params.threads)
+            ranks = distributed.setup(config.device, dist_config.timeout)
             run(args, params, config, *ranks)
         except (UserError, OSError) as err:
             distributed.record_rank_error(str(err))
@@ -72,21 +72,15 @@ def main() -> None:
     elif dist_config.nproc > 1 or dist_config.nnodes > 1:
         run_id = f"mnist-pipeline-{args.model}"
         per_rank = threads.per_process(params.threads, dist_config.nproc)
-        with threads.registered(per_rank * dist_config.nproc):
-            distributed.launch(
-                dist_config,
-                run_id,
-                __file__,
-                sys.argv[1:],
-                threads=params.threads,
-                writer=not args.worker,
-            )
+        threads.check(per_rank * dist_config.nproc)
+        distributed.launch(
+            dist_config, run_id, __file__, sys.argv[1:], threads=per_rank, writer=not args.worker
+        )
     else:
         from mnist_pipeline.device import select_device
 
-        in_use = threads.use(params.threads)  # before training, and before the resume key
-        with threads.registered(in_use):
-            run(args, params, config, 0, 1, select_device(config.device))
+        threads.check(threads.use(params.threads))  # before training and the resume key
+        run(args, params, config, 0, 1, select_device(config.device))
 
 
 def run(args, params, config, rank, world, device) -> None:

@@ -5,6 +5,7 @@ restarts the ranks, or the next run resumes, to the same weights; or one line en
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -22,6 +23,7 @@ from mnist_pipeline.checkpoints import checkpoint
 from mnist_pipeline.data import load_datasets, prepare
 from mnist_pipeline.history import write_history
 from mnist_pipeline.params import load_params
+from mnist_pipeline.threads import per_process
 from mnist_pipeline.train import train_model
 
 # Two ranks sum the same gradients in a different order (gloo all-reduce), so weights agree to
@@ -89,7 +91,9 @@ def test_two_ranks_equal_one_process(prepared, model):
     # Global (all-reduced) figures, not rank 0's shard: same to 4 decimals.
     for a, b in zip(h1[1:], h2[1:], strict=True):
         assert abs(float(a) - float(b)) < 1e-4, (h1, h2)
-    assert '"nproc": 2' in (prepared / f"{model}-2" / "t.json").read_text()
+    timing = json.loads((prepared / f"{model}-2" / "t.json").read_text())
+    assert timing["nproc"] == 2
+    assert timing["threads"] == per_process(params.threads, 2)  # the rank's share, set once
 
 
 def test_a_failing_rank_fails_the_stage_with_its_error_and_no_output(prepared, tmp_path):

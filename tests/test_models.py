@@ -173,6 +173,15 @@ def _named(overrides):
             Model("m", linear, scheduler=lambda o, c, n: raises()),
             "its scheduler raised RuntimeError: boom$",
         ),
+        (
+            Model(
+                "m",
+                linear,
+                scheduler=lambda o, c, n: torch.optim.lr_scheduler.ReduceLROnPlateau(o),
+                step_scheduler="batch",
+            ),
+            "ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler$",
+        ),
     ],
 )
 def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkeypatch):
@@ -181,6 +190,30 @@ def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkey
     monkeypatch.setattr(train, "get_model", lambda name: spec)
     with pytest.raises(UserError, match=f"^model 'm': {rule}"):
         train_model(_named({}), *tiny, torch.device("cpu"))
+
+
+def test_reduce_lr_on_plateau_steps_on_val_loss_after_each_epoch(tiny, monkeypatch):
+    import mnist_pipeline.train as train
+
+    seen = []
+
+    class Recording(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics):
+            seen.append(metrics)
+            super().step(metrics)
+
+    spec = Model("m", linear, scheduler=lambda opt, config, steps: Recording(opt))
+    monkeypatch.setattr(train, "get_model", lambda name: spec)
+    _, history = train_model(_named({"epochs": 3}), *tiny, torch.device("cpu"))
+    assert seen == [row["val_loss"] for row in history]
+
+
+def test_the_training_loss_is_label_smoothed_where_the_config_says():
+    spec = get_model("fast")
+    assert spec.train_loss(train_config("cnn")) is spec.loss
+    out, yb = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+    smoothed = spec.train_loss(train_config("cnn", label_smoothing=0.1))(out, yb)
+    assert smoothed == F.cross_entropy(out, yb, label_smoothing=0.1)
 
 
 def raises():

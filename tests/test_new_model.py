@@ -1,5 +1,6 @@
 """A user's own model from one file: a module in the models package and a params.yaml entry,
-trained with torch.optim.Adam and StepLR by the real `dvc repro`, resumed byte for byte."""
+trained with torch.optim.Adam and StepLR by the real `dvc repro`, resumed byte for byte; and
+torch.optim.lr_scheduler schedules on the pipeline's own SGD and AdamW."""
 
 from __future__ import annotations
 
@@ -35,6 +36,49 @@ MODELS = [
     ),
 ]
 '''
+# Four torch schedules on the pipeline's optimizers: params.yaml picks SGD or AdamW for each.
+SCHEDULED = """
+from torch import nn
+from torch.optim import lr_scheduler
+
+from .contract import Model
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def every_batch(steps_of):
+    return lambda opt, config, steps: steps_of(opt, config.epochs * steps)
+
+
+MODELS = [
+    Model("steplr", mlp, scheduler=lambda opt, config, steps: lr_scheduler.StepLR(opt, 1, 0.5)),
+    Model(
+        "cosine",
+        mlp,
+        scheduler=every_batch(lambda opt, total: lr_scheduler.CosineAnnealingLR(opt, total)),
+        step_scheduler="batch",
+    ),
+    Model(
+        "onecycle",
+        mlp,
+        scheduler=every_batch(lambda opt, total: lr_scheduler.OneCycleLR(opt, 0.01, total)),
+        step_scheduler="batch",
+    ),
+    Model(
+        "lambdalr",
+        mlp,
+        scheduler=lambda opt, config, steps: lr_scheduler.LambdaLR(opt, lambda e: 0.8**e),
+    ),
+]
+"""
+SCHEDULED_PARAMS = {
+    "steplr": {},  # the shared optimizer: SGD
+    "cosine": {},
+    "onecycle": {"optimizer": "adamw", "bs": 8},  # an epoch long enough to be stopped in
+    "lambdalr": {"optimizer": "adamw", "lr": 0.002},
+}
 # A loss without reduction=: evaluation could not sum it, so the model is refused.
 BROKEN = """
 import torch.nn.functional as F
@@ -53,13 +97,15 @@ MODELS = [Model("broken", lambda: nn.Linear(784, 10), loss=loss)]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """The repo with one new file and one new models: entry; nothing else edited."""
+    """The repo with new model files and their models: entries; nothing else edited."""
     root = tmp_path_factory.mktemp("new-model")
     project = make_project(root, models=("cnn",), sizes=(6000, 200, 100), epochs=EPOCHS)
     package = project / "src" / "mnist_pipeline" / "models"
     (package / "mlp.py").write_text(textwrap.dedent(MLP).lstrip())
-    set_params(project, models={"cnn": REPO_MODELS()["cnn"], "mlp": {"lr": 0.002}})
-    commit_all(project, "a new model: one file and one params entry")
+    (package / "scheduled.py").write_text(SCHEDULED.lstrip())
+    models = {"cnn": REPO_MODELS()["cnn"], "mlp": {"lr": 0.002}, **SCHEDULED_PARAMS}
+    set_params(project, models=models)
+    commit_all(project, "new models: one file and one params entry each")
     return project
 
 
@@ -83,6 +129,24 @@ def test_the_new_model_resumes_to_a_byte_identical_model(project):
     assert "mlp epoch 0:" in log
     result = dvc(project, "repro")
     assert f"train: resuming from .resume/mlp.pt at epoch 1 of {EPOCHS}" in result.stdout
+    assert (model.read_bytes(), history.read_bytes()) == uninterrupted
+
+
+def test_torch_schedules_train_on_our_optimizers_and_resume_to_identical_bytes(project):
+    """StepLR, CosineAnnealingLR, OneCycleLR and LambdaLR on the pipeline's SGD and AdamW:
+    each learns; OneCycleLR on AdamW (lr and beta1 set every batch), killed after its first
+    epoch, resumes to the model and history of a run that was never stopped."""
+    dvc(project, "repro")
+    for name in SCHEDULED_PARAMS:
+        metrics = json.loads((project / "metrics" / "eval" / f"{name}.json").read_text())
+        assert metrics["val_acc"] > 0.5, name  # chance is 0.1
+    model = project / "models" / "onecycle.pt"
+    history = project / "plots" / "history" / "onecycle.tsv"
+    uninterrupted = model.read_bytes(), history.read_bytes()
+    log = stop_after_epoch(project, "onecycle", 0, signal.SIGKILL, EPOCHS)
+    assert "onecycle epoch 0:" in log
+    result = dvc(project, "repro", "train@onecycle")
+    assert f"train: resuming from .resume/onecycle.pt at epoch 1 of {EPOCHS}" in result.stdout
     assert (model.read_bytes(), history.read_bytes()) == uninterrupted
 
 

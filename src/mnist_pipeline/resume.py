@@ -18,7 +18,7 @@ import stat
 import sys
 from pathlib import Path
 
-from .atomic import atomic_open, kind
+from .atomic import atomic_open, kind, remove_stale
 from .checkpoints import cpu_state_dict
 from .errors import first_line
 
@@ -135,8 +135,7 @@ class ResumeState:
         if self.path.parent.exists() and not self.path.parent.is_dir():
             self.saving = False
             return self._ignore(f"{self.path.parent} is not a folder; this run saves no state")
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a save that was killed
-            stale.unlink(missing_ok=True)
+        remove_stale(self.path)  # what a save that was killed left
         try:
             found = os.stat(self.path)
         except FileNotFoundError:

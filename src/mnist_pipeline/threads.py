@@ -1,29 +1,26 @@
 """Torch's CPU threads: a setting of params.yaml (``threads``), and a check for shared cores.
 
 On the CPU the thread count decides how torch splits its sums, so it decides a model's bytes:
-it is a param that DVC records, not a property of the machine. ``threads: 0`` keeps torch's
-default, one per core (or $OMP_NUM_THREADS), which then depends on the machine.
+it is a param that DVC records, not a property of the machine. ``threads: 0`` means one per
+core (or $OMP_NUM_THREADS) for a single-process stage, and cores / nproc per rank under
+torchrun; either depends on the machine.
 
 Two stages on the same cores (``dvc queue start -j 2``) each want their threads, and torch's
 threads spin while they wait for each other: past the core count a stage runs many times
-slower. Each train and evaluate stage records its threads in a folder of the temporary
-directory, one file per process, and one that finds the stages running here want more threads
-than there are cores says so in one line.
+slower. ``check`` counts the train and evaluate stages running on this machine (from /proc,
+so on Linux; it writes nothing) and says so in one line when, each with this stage's thread
+count, they want more threads than there are cores.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UserError
 
-RUNNING_ENV = "MNIST_PIPELINE_RUNNING_DIR"  # where the running stages are recorded
+STAGE_SCRIPTS = (b"stages/train.py", b"stages/evaluate.py")
 
 
 def cores() -> int:
@@ -35,7 +32,7 @@ def cores() -> int:
 
 
 # Past the cores torch's threads spin while they wait for each other: a little past them a run
-# is slower (a warning, see ``register``), far past them it crawls (a logistic epoch took 130 s
+# is slower (a warning, see ``check``), far past them it crawls (a logistic epoch took 130 s
 # at threads 1000 on 2 cores, against 0.3 s). Refused above this many times the cores; not at
 # the cores, so that the shipped models (threads 2) can still be made on a 1-core machine.
 OVER_CORES = 4
@@ -67,74 +64,32 @@ def use(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def running_dir() -> Path:
-    default = Path(tempfile.gettempdir(), f"mnist-pipeline-running-{os.getuid()}")
-    return Path(os.environ.get(RUNNING_ENV) or default)
-
-
-def _started(pid: int) -> str:
-    import psutil
-
-    return f"{psutil.Process(pid).create_time():.2f}"
-
-
-def _running(folder: Path) -> list[int]:
-    """The threads of each live process recorded in ``folder``; a dead one's record goes."""
-    import psutil
-
-    found = []
-    for entry in folder.iterdir():
+def running_stages(proc: Path = Path("/proc")) -> set[int]:
+    """The pids of the train and evaluate stages running here, this one included: a process
+    whose command line names a stage script, unless its parent does too (torchrun and its
+    ranks belong to the stage that launched them). Empty where there is no /proc."""
+    parents = {}
+    for entry in proc.glob("[0-9]*"):
         try:
-            count, started = entry.read_text().split()
-            count = int(count)
-            alive = _started(int(entry.name)) == started  # not a pid reused since
-        except psutil.NoSuchProcess:
-            alive = False
-        except (ValueError, OSError, psutil.Error):  # being written, or not ours: skip it
+            if any(s in (entry / "cmdline").read_bytes() for s in STAGE_SCRIPTS):
+                stat = (entry / "stat").read_text()  # pid (comm) state ppid ...
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # it ended meanwhile, or is not ours to read
             continue
-        if alive:
-            found.append(count)
-        else:
-            entry.unlink(missing_ok=True)
-    return found
+    return {pid for pid, parent in parents.items() if parent not in parents}
 
 
-def register(threads: int, folder: Path | None = None) -> Callable[[], None]:
-    """Record that this process computes with ``threads`` threads, until the returned function
-    or the process's exit removes the record. Print one line if the stages running here (this
-    one included) want more threads than there are cores."""
-    folder = folder or running_dir()
-    me = folder / str(os.getpid())
-
-    def remove() -> None:
-        me.unlink(missing_ok=True)
-        atexit.unregister(remove)
-
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        me.write_text(f"{threads} {_started(os.getpid())}\n")
-        atexit.register(remove)
-        running = _running(folder)
-    except OSError:  # no writable temporary folder: no check, the run goes on
-        return remove
-    total, n = sum(running), len(running)
-    if total > cores():
-        stages = f"{n} running stages use" if n > 1 else "this stage uses"
-        print(
-            f"warning: oversubscribed: {stages} {total} torch threads on {cores()} cores "
-            "and will run slower; give each job threads <= cores / jobs "
-            "(-S threads=N, docs/scaling.md)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return remove
-
-
-@contextlib.contextmanager
-def registered(threads: int, folder: Path | None = None) -> Iterator[None]:
-    """``register`` for the duration of a block."""
-    remove = register(threads, folder)
-    try:
-        yield
-    finally:
-        remove()
+def check(threads: int) -> None:
+    """Print one line if the stages running here, each with ``threads`` torch threads (this
+    stage's count), want more threads than there are cores."""
+    stages = max(1, len(running_stages()))
+    if stages * threads <= cores():
+        return
+    who = f"{stages} running stages use" if stages > 1 else "this stage uses"
+    print(
+        f"warning: oversubscribed: {who} {stages * threads} torch threads on {cores()} cores "
+        "and will run slower; give each job threads <= cores / jobs "
+        "(-S threads=N, docs/scaling.md)",
+        file=sys.stderr,
+        flush=True,
+    )

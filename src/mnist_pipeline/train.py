@@ -87,7 +87,8 @@ def fit(
     """The tutorial's fit, returning a history: one dict per epoch.
 
     ``opt`` is any optimizer with torch.optim's interface; ``scheduler`` any scheduler, stepped
-    after every batch or every epoch (``step_scheduler``). Training minimises
+    after every batch or every epoch (``step_scheduler``; a ReduceLROnPlateau after every
+    epoch, on val_loss). Training minimises
     ``train_loss_func`` (``loss_func`` unless given: fast's is label-smoothed) and reports it as
     train_loss; val_loss is always ``loss_func``. Training continues after the epochs already
     in ``history`` (a resumed run). A NaN or infinite loss stops training with a
@@ -112,12 +113,14 @@ def fit(
                 scheduler.step()
             loss_sum += loss * n
             count += n
-        if scheduler is not None and step_scheduler == "epoch":
-            scheduler.step()
         loss_sum, count = all_reduce_sums(loss_sum, count, device=device)
         val_loss, val_acc = evaluate_loader(model, loss_func, valid_dl, device)
         if not math.isfinite(val_loss):
             raise _diverged(name, epoch, "val loss", val_loss, lr)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif scheduler is not None and step_scheduler == "epoch":
+            scheduler.step()
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / count,
@@ -205,7 +208,7 @@ def train_model(
         how.optimizer,
         train_dl,
         valid_dl,
-        train_loss_func=how.train_loss,
+        train_loss_func=spec.train_loss(config),
         scheduler=how.scheduler,
         step_scheduler=how.step_scheduler,
         name=config.name,

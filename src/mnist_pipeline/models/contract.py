@@ -19,6 +19,7 @@ in one line that names the model and the rule.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -42,16 +43,18 @@ class Model:
     # eval/to (the tutorial's from-scratch model); called with no arguments.
     build: Callable[[], Any]
     # loss(outputs, labels, reduction="mean") -> scalar tensor. Evaluation calls it with
-    # reduction="sum"; a config with label_smoothing > 0 calls it with label_smoothing=.
+    # reduction="sum"; training, with label_smoothing= where the config sets it (train_loss).
     loss: Callable[..., Any] = cross_entropy
     # (params, config) -> an optimizer with torch.optim's interface: param_groups (each with
     # "lr"), step, zero_grad, state_dict, load_state_dict. Any torch.optim optimizer works.
     # None: config.optimizer (sgd | adamw) with config.lr, momentum and weight_decay.
     optimizer: Callable[[Any, Any], Any] | None = None
     # (optimizer, config, steps_per_epoch) -> a scheduler with step, state_dict and
-    # load_state_dict, e.g. any torch.optim.lr_scheduler. None: config.scheduler.
+    # load_state_dict: any torch.optim.lr_scheduler, on any optimizer above or of optim.py.
+    # None: config.scheduler.
     scheduler: Callable[[Any, Any, int], Any] | None = None
-    # When the model's own scheduler steps: after every "epoch" (torch's convention) or "batch".
+    # When the model's own scheduler steps: after every "epoch" (torch's convention; a
+    # ReduceLROnPlateau steps on val_loss) or "batch".
     step_scheduler: str = "epoch"
     # True: batches arrive as (N, 1, 28, 28) images instead of (N, 784) rows.
     image_input: bool = False
@@ -84,6 +87,13 @@ class Model:
                 f"it builds its own schedule; remove models.{config.name}.scheduler "
                 f"({config.scheduler!r})"
             )
+
+    def train_loss(self, config) -> Callable[..., Any]:
+        """The loss training minimises: ``loss``, label-smoothed where the config sets it
+        (val_loss and evaluation use plain ``loss``)."""
+        if not config.label_smoothing:
+            return self.loss
+        return functools.partial(self.loss, label_smoothing=config.label_smoothing)
 
     def build_checked(self):
         """``build()``, its error or a network that breaks the contract as one line."""
@@ -128,6 +138,8 @@ class Model:
 
     def check_scheduler(self, scheduler) -> None:
         self._check_methods("its scheduler", scheduler, SCHEDULER_METHODS)
+        if type(scheduler).__name__ == "ReduceLROnPlateau" and self.step_scheduler != "epoch":
+            self._refuse("ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler")
 
     def _check_methods(self, what: str, obj: object, methods: tuple[str, ...]) -> None:
         missing = [m for m in methods if not callable(getattr(obj, m, None))]

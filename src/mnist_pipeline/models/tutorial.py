@@ -1,7 +1,8 @@
 """The tutorial's models, step by step: from-scratch logistic regression to the CNN.
 
 logistic_scratch is plain tensors, a hand-written log_softmax and nll, and the tutorial's
-hand-written SGD; the others are torch.nn models trained with cross-entropy and SGD.
+hand-written SGD (``ScratchSGD``); the others are torch.nn models trained with cross-entropy
+and the pipeline's SGD (optim.py), torch.optim's arithmetic.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..optim import ScratchSGD
 from .contract import Model
 
 
@@ -137,6 +138,44 @@ def cnn_adaptive() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),
         Lambda(flatten),
     )
+
+
+class ScratchSGD(torch.optim.Optimizer):
+    """The tutorial's hand-written update, ``p -= p.grad * lr`` under no_grad, plus momentum.
+
+    A ``torch.optim.Optimizer``, so torch's schedulers take it; like optim.py's, it skips
+    ``Optimizer.__init__`` and replaces ``zero_grad``, ``state_dict`` and ``load_state_dict``,
+    which import torch._dynamo. Under torchrun it averages the gradients across ranks itself:
+    the model is no ``nn.Module`` for DDP to wrap.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
+        self.defaults = {"lr": lr, "momentum": momentum}
+        self.param_groups = [{"params": list(params), **self.defaults}]
+        self.velocity = [torch.zeros_like(p) for p in self.param_groups[0]["params"]]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        for p, v in zip(group["params"], self.velocity, strict=True):
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
+            v.mul_(group["momentum"]).add_(p.grad)
+            p -= v * group["lr"]
+
+    def zero_grad(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"velocity": [v.clone() for v in self.velocity], "group": group}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.param_groups[0].update(state["group"])
+        for v, saved in zip(self.velocity, state["velocity"], strict=True):
+            v.copy_(saved)
 
 
 def scratch_sgd(params, config) -> ScratchSGD:
