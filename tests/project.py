@@ -169,8 +169,9 @@ def lock_md5s(project: Path) -> dict[str, str]:
 
 
 def outputs(name: str) -> tuple[str, ...]:
-    """What a train stage writes once it ends (its history grows epoch by epoch before)."""
-    return (f"models/{name}.pt", f"logs/train/{name}.json")
+    """What a train stage writes once it ends (its history grows epoch by epoch before; its
+    timing log in logs/ is no output, so an earlier run's stays)."""
+    return (f"models/{name}.pt",)
 
 
 def restore_default_sigint() -> None:
