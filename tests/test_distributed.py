@@ -92,7 +92,7 @@ def test_two_ranks_equal_one_process(prepared, model):
     for a, b in zip(h1[1:], h2[1:], strict=True):
         assert abs(float(a) - float(b)) < 1e-4, (h1, h2)
     timing = json.loads((prepared / f"{model}-2" / "t.json").read_text())
-    assert timing["nproc"] == 2
+    assert timing["ranks"] == 2
     assert timing["threads"] == per_process(params.threads, 2)  # the rank's share, set once
 
 
@@ -158,7 +158,7 @@ def test_two_nodes_equal_one_node_of_two_and_only_the_repro_node_writes(prepared
     one = torch.load(prepared / "cnn-2-nodes" / "m.pt", weights_only=True)["state_dict"]
     for key, value in one.items():
         assert torch.allclose(value, two[key], atol=ATOL, rtol=0), key
-    assert '"nproc": 2' in (main / "t.json").read_text()  # the world size: 2 nodes x 1
+    assert '"ranks": 2' in (main / "t.json").read_text()  # the world size: 2 nodes x 1
 
 
 def test_a_node_that_never_arrives_is_a_one_line_error_after_the_timeout(prepared, tmp_path):
@@ -472,7 +472,7 @@ def test_a_node_that_stays_away_ends_the_run_after_the_timeout_and_keeps_the_sta
 
 
 def test_a_worker_takes_only_what_makes_a_multi_node_run():
-    from mnist_pipeline.distributed import worker_config
+    from mnist_pipeline.launcher import worker_config
     from mnist_pipeline.errors import UserError
 
     one = load_params_dict({"nproc": 1}).distributed
