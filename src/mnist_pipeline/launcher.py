@@ -208,10 +208,10 @@ def _why(config: DistributedConfig, folder: Path, writer: bool) -> str | None:
         again = f"rerun{every}: it resumes from the last completed epoch"
     started = (folder / STARTED).exists()
     if "RendezvousTimeoutError" in errors and not started:
-        return (
+        return (  # a worker with another --nnodes waits for another count: it never joins
             f"distributed: not all {config.nnodes} nodes joined the rendezvous at {where} "
             f"within {wait}; start the other nodes with: "
-            "python stages/train.py --worker --model ..."
+            f"python stages/train.py --worker --model ... --nnodes {config.nnodes}"
         )
     if "RendezvousTimeoutError" in errors:
         left = f"a node left and did not rejoin the rendezvous at {where} within {wait}"

@@ -54,7 +54,7 @@ def train_run(
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
     if distributed.under_torchrun():
-        distributed.recorded(_rank)(params, config, prepared, outputs, script, nodes.timeout)
+        distributed.recorded(_rank)(params, config, prepared, outputs, script, nodes)
     elif nodes.nproc > 1 or nodes.nnodes > 1:
         per_rank = threads.per_process(params.threads, nodes.nproc)  # the one place it is set
         threads.check(per_rank * nodes.nproc)
@@ -64,18 +64,19 @@ def train_run(
         from .device import select_device
 
         threads.check(threads.use(params.threads))  # before training and the resume key
-        _train(params, config, prepared, outputs, script, 0, 1, select_device(config.device))
+        device = select_device(config.device)
+        _train(params, config, prepared, outputs, script, nodes, 0, 1, device)
 
 
-def _rank(params, config, prepared, outputs, script, timeout) -> None:
+def _rank(params, config, prepared, outputs, script, nodes) -> None:
     try:
-        rank, world, device = distributed.setup(config.device, timeout)
-        _train(params, config, prepared, outputs, script, rank, world, device)
+        rank, world, device = distributed.setup(config.device, nodes.timeout)
+        _train(params, config, prepared, outputs, script, nodes, rank, world, device)
     finally:
         distributed.teardown()
 
 
-def _train(params, config, prepared, outputs, script, rank, world, device) -> None:
+def _train(params, config, prepared, outputs, script, nodes, rank, world, device) -> None:
     import torch
 
     from .data import load_datasets
@@ -90,7 +91,9 @@ def _train(params, config, prepared, outputs, script, rank, world, device) -> No
     resume, restart, writer_rank = None, "", rank
     if resumable or world > 1:
         data = [Path(prepared, f"{split}.pt") for split in ("train", "valid")]
-        parts = key_parts(config.to_dict(), data, script, world)
+        # The world size this node's settings ask for (a worker's --nnodes too), which a run
+        # that forms anyway would not show: its WORLD_SIZE is the rendezvous's, on every node.
+        parts = key_parts(config.to_dict(), data, script, nodes.nnodes * nodes.nproc)
         if world > 1:
             writer_rank, restart = distributed.agree(parts, writer)
         if resumable:
