@@ -1,16 +1,12 @@
 """The parent of a distributed train stage: torchrun, watched, and one line when it fails.
 
 A train stage with ``distributed.nproc > 1`` or ``nnodes > 1`` runs its own script again under
-torchrun: ``--standalone`` on one machine, a c10d rendezvous at ``rdzv_endpoint`` across
-several. The ranks (``distributed.py``) train; this process waits for them.
-
-Why a run failed comes from torch elastic's error files, not from torchrun's log text. Each
-rank records its exception with torch elastic's ``record`` in the error file torch elastic gives
-it (``distributed.recorded``); a rank's own error is read from there as soon as it is written,
-and torchrun stopped at once, since no restart fixes it. torchrun itself runs as this module
-(``python -m mnist_pipeline.launcher``): when it fails it leaves WHY, from torch elastic's
-report of the first failed rank (its error file, or the signal that killed it) or from its own
-exception. torchrun's log goes to a file, kept and named when no line can say why.
+torchrun (``--standalone`` on one machine, a c10d rendezvous at ``rdzv_endpoint`` across
+several) and waits; the ranks are ``distributed.py``. Why a run failed comes from torch
+elastic's error files, not torchrun's log: each rank's (``distributed.recorded``), read as soon
+as it is written, and WHY, left by torchrun itself (this module run with ``-m``) from torch
+elastic's report of the first failed rank or from its own exception. torchrun's log goes to a
+file, kept and named when no line can say why.
 """
 
 from __future__ import annotations
@@ -135,20 +131,19 @@ def _resolve(endpoint: str, timeout: float) -> None:
     """Refuse a rendezvous host that does not resolve, within ``timeout``: torchrun would try it
     for minutes, then fail with its log."""
     host = endpoint.rsplit(":", 1)[0].strip("[]")
-    found: list[str] = []
+    failed: list[str] = []
 
     def lookup() -> None:
         try:
             socket.getaddrinfo(host, None)
-            found.append("")
         except (OSError, UnicodeError) as err:
-            found.append(getattr(err, "strerror", None) or str(err))
+            failed.append(getattr(err, "strerror", None) or str(err))
 
     thread = threading.Thread(target=lookup, daemon=True)  # DNS may take longer: not waited
     thread.start()
     thread.join(timeout)
-    if not found or found[0]:
-        why = found[0] if found else f"no answer within {timeout:g}s (distributed.timeout)"
+    if failed or thread.is_alive():
+        why = failed[0] if failed else f"no answer within {timeout:g}s (distributed.timeout)"
         raise UserError(
             f"distributed: rdzv_endpoint {endpoint}: host {host!r} does not resolve ({why}); "
             "give the host:port of the node that runs dvc repro"
