@@ -169,8 +169,9 @@ def lock_md5s(project: Path) -> dict[str, str]:
 
 
 def outputs(name: str) -> tuple[str, ...]:
-    """What a train stage writes once it ends (its history grows epoch by epoch before)."""
-    return (f"models/{name}.pt", f"logs/train/{name}.json")
+    """What a train stage writes once it ends (its history grows epoch by epoch before). Not its
+    timing log: no DVC output, so DVC leaves an earlier run's in place."""
+    return (f"models/{name}.pt",)
 
 
 def restore_default_sigint() -> None:

@@ -46,7 +46,7 @@ def test_interrupted_runs_resume_and_match_an_uninterrupted_run(project):
     dvc(project, "repro", "--force", "--single-item", "train@cnn")
     dvc(project, "repro")
     assert lock_md5s(project) == resumed
-    assert {"models/cnn.pt", "plots/history/cnn.tsv", "metrics/eval"} <= set(resumed)
+    assert {"models/cnn.pt", "plots/history/cnn.tsv", "metrics/eval.json"} <= set(resumed)
 
 
 def test_one_cycle_resume_is_exact_and_a_changed_setting_or_corrupt_state_starts_over(project):
