@@ -1,10 +1,24 @@
-"""Scoring a checkpoint: loss (summed, divided by N), accuracy, per-class accuracy, confusion."""
+"""Scoring: every model of params.yaml on the validation and test splits, and what shows it.
+
+``evaluate_models`` is the evaluate stage's work: each checkpoint scored (loss summed and
+divided by N, accuracy, per-class accuracy, confusion), then the metrics, details, confusion
+counts and pictures of each model and the summary, curves and digits of all (``Outputs``).
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
+from . import atomic
+from .errors import UserError
+
 NUM_CLASSES = 10
+MISCLASSIFIED_SHOWN = 32
+DIGITS_SHOWN = 32
 
 
 @torch.no_grad()
@@ -75,3 +89,95 @@ def score(checkpoint_path, config, splits: dict, device) -> dict:
         },
         "valid": valid,
     }
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where evaluate writes, as dvc.yaml names it; a folder holds one file per model."""
+
+    metrics: str  # {model: {val_loss, val_acc, test_loss, test_acc}}: results only
+    details: str  # <name>.json: per-class validation accuracy and the confusion matrix
+    confusion_counts: str  # <name>.csv: actual,predicted,count, 100 rows (dvc's confusion plot)
+    confusion: str  # <name>.png: the confusion matrix (true label down, as in dvc's)
+    misclassified: str  # <name>.png: misclassified validation digits, true and predicted
+    summary: str  # one row per model: val loss/accuracy, test accuracy, params, epochs, device
+    curves: str  # PNG: train/val loss and val accuracy per epoch, every model
+    digits: str  # PNG: validation digits with their labels (the tutorial's first picture)
+
+
+def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs) -> None:
+    """Score every model of ``params`` and write ``outputs``.
+
+    Every input is read and every model scored before anything is written: a missing or
+    broken input leaves the old outputs, not a mix of new and old.
+    """
+    from . import plots, threads
+    from .data import load_split
+    from .device import select_device
+    from .summary import summary_table
+
+    threads.check(threads.use(params.threads))  # the count decides the metrics' last bits
+    splits = {split: load_split(prepared, split) for split in ("valid", "test")}
+    results, histories = {}, {}
+    for name, config in params.models.items():
+        path = Path(models_dir, f"{name}.pt")
+        results[name] = score(path, config, splits, select_device(config.device))
+        histories[name] = _history(Path(history_dir, f"{name}.tsv"))
+
+    for name, result in results.items():
+        _write_model(outputs, name, result, splits["valid"])
+        acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
+        print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
+    atomic.write_json(outputs.metrics, {name: r["metrics"] for name, r in results.items()})
+    rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
+    atomic.write_text(outputs.summary, summary_table(rows))
+    plots.curves_png(histories, outputs.curves)
+    x, y = splits["valid"]
+    shown = range(min(DIGITS_SHOWN, len(y)))
+    plots.digit_grid(
+        [x[i].numpy() for i in shown],
+        [f"label {int(y[i])}" for i in shown],
+        outputs.digits,
+        f"The first {len(shown)} validation digits with their labels",
+    )
+    print(f"evaluate: {outputs.summary}, {outputs.curves}, {outputs.digits}")
+
+
+def _history(path: Path) -> list[dict]:
+    from .history import read_history
+
+    try:
+        return read_history(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
+
+
+def _write_model(outputs: Outputs, name: str, result: dict, valid_split) -> None:
+    """Write one model's details, confusion counts and pictures."""
+    from . import plots
+
+    def out(folder: str | os.PathLike, suffix: str) -> Path:
+        return Path(folder, f"{name}{suffix}")
+
+    valid = result["valid"]
+    atomic.write_json(
+        out(outputs.details, ".json"),
+        {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
+    )
+    atomic.write_text(out(outputs.confusion_counts, ".csv"), confusion_csv(valid["confusion"]))
+    title = f"{name}: validation confusion matrix (accuracy {valid['acc']:.4f})"
+    plots.confusion_png(valid["confusion"], out(outputs.confusion, ".png"), title)
+    x, y = valid_split
+    actual, predicted = y.tolist(), valid["predicted"].tolist()
+    wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    plots.digit_grid(
+        [x[i].numpy() for i in shown],
+        [f"{actual[i]} as {predicted[i]}" for i in shown],
+        out(outputs.misclassified, ".png"),
+        f"{name}: first {len(shown)} of {len(wrong)} misclassified validation digits "
+        "(true as predicted)",
+        colors=["firebrick"] * len(shown),
+    )

@@ -22,8 +22,8 @@ from .atomic import atomic_open, kind, remove_stale
 from .checkpoints import cpu_state_dict
 from .errors import first_line
 
-FORMAT = 1
-# A state file: this line, a JSON line {"key", "sha256"}, then the torch.save payload.
+# A state file: this line, a JSON line {"key", "sha256"}, then the torch.save payload. The one
+# version marker: a new layout of the file or of its snapshot is a new line.
 MAGIC = b"mnist-pipeline resume state 2\n"
 MAX_BYTES = 1 << 31  # the most read from a state file: ample for any model's weights and buffers
 
@@ -97,7 +97,7 @@ def key_parts(config: dict, data_files: list[Path], script, world: int) -> dict[
     get_model(config["arch"])  # imports the model's module, and what that module imports
     return {
         "code": _digest(code_files(script), torch.__version__),
-        "params": _digest([], json.dumps([FORMAT, config], sort_keys=True)),
+        "params": _digest([], json.dumps(config, sort_keys=True)),
         "data": _digest(data_files),
         "threads": str(torch.get_num_threads()),
         "world size": str(world),

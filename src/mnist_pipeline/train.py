@@ -156,7 +156,7 @@ def train_model(
     rank=0,
     world=1,
     wrap=None,
-    lead: bool | None = None,
+    writer: bool | None = None,
     state: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ):
@@ -165,10 +165,10 @@ def train_model(
     The model's ``models.Model`` is looked up once and checked against the config before
     anything is built. Under torchrun ``wrap`` applies DDP (``distributed.wrapper``) and each
     rank trains on its shard of every batch (``loader.Batches``). ``state`` is a
-    ``resume.snapshot`` to continue from. The lead process (rank 0 unless ``lead`` says
+    ``resume.snapshot`` to continue from. The writer (rank 0 unless ``writer`` says
     otherwise) prints a line per epoch, and before it hands a fresh snapshot to ``on_epoch``.
     """
-    lead = rank == 0 if lead is None else lead
+    writer = rank == 0 if writer is None else writer
     spec = get_model(config.arch)
     spec.check(config)
     model = build_model(spec, config, device)
@@ -190,7 +190,7 @@ def train_model(
     history = restore(state, model, how.optimizer, how.scheduler, train_dl) if state else []
 
     def report(row: dict) -> None:
-        if not lead:
+        if not writer:
             return
         if on_epoch is not None:
             on_epoch(snapshot(model, how.optimizer, how.scheduler, train_dl, history))

@@ -1,0 +1,147 @@
+"""A train stage's run, its whole life: where it trains, resume, agreement, outputs.
+
+``train_run`` trains in this process, or launches torchrun (``launcher``) and waits, or, as one
+of torchrun's ranks (``distributed``), trains its share. Each process that trains then:
+
+1. makes the run's key (``resume.key_parts``: code, settings, data, threads, world size);
+2. with several ranks, agrees on it with every other rank, and finds the writer;
+3. takes the resume state: the writer loads it from ``--state``, every other rank receives it;
+4. trains (``train.train_model``); after each epoch the writer rewrites the history and,
+   unless it was the last epoch, saves the resume state;
+5. the writer writes the checkpoint, the history and the timing log, then clears the state.
+
+The writer is the one process that writes: without torchrun the stage itself, under torchrun
+local rank 0 of the node that runs ``dvc repro``. A worker node (``--worker``) writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import atomic, distributed, launcher, threads
+from .params import Params
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The writer's files, as dvc.yaml names them; a worker node has none."""
+
+    model: str  # models/<name>.pt
+    history: str  # plots/history/<name>.tsv, rewritten after every epoch
+    timing: str  # logs/train/<name>.json, wall-clock times: git-ignored, no DVC output
+    state: str | None = None  # .resume/<name>.pt, the resume state; None: no resume
+
+
+def train_run(
+    params: Params,
+    name: str,
+    prepared: str,
+    outputs: Outputs | None,
+    *,
+    script: str,
+    argv: list[str],
+    nnodes: int | None = None,
+    rdzv_endpoint: str | None = None,
+) -> None:
+    """Train model ``name`` of ``params`` on ``prepared`` and write ``outputs`` (None: a worker
+    node, with ``--nnodes`` and ``--rdzv-endpoint`` as given). Under torchrun the stage runs
+    again as ``script argv``."""
+    if outputs:
+        atomic.check_outputs(outputs.model, outputs.history, outputs.timing)  # before training
+    config = params.model(name)
+    nodes = params.distributed
+    if outputs is None:
+        nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
+    if distributed.under_torchrun():
+        distributed.recorded(_rank)(params, config, prepared, outputs, script, nodes)
+    elif nodes.nproc > 1 or nodes.nnodes > 1:
+        per_rank = threads.per_process(params.threads, nodes.nproc)  # the one place it is set
+        threads.check(per_rank * nodes.nproc)
+        run_id = f"mnist-pipeline-{name}"
+        launcher.launch(nodes, run_id, script, argv, threads=per_rank, writer=bool(outputs))
+    else:
+        from .device import select_device
+
+        threads.check(threads.use(params.threads))  # before training and the resume key
+        device = select_device(config.device)
+        _train(params, config, prepared, outputs, script, nodes, 0, 1, device)
+
+
+def _rank(params, config, prepared, outputs, script, nodes) -> None:
+    try:
+        rank, world, device = distributed.setup(config.device, nodes.timeout)
+        _train(params, config, prepared, outputs, script, nodes, rank, world, device)
+    finally:
+        distributed.teardown()
+
+
+def _train(params, config, prepared, outputs, script, nodes, rank, world, device) -> None:
+    import torch
+
+    from .data import load_datasets
+    from .history import write_history
+    from .resume import ResumeState, key_parts, state_key
+    from .train import train_model
+
+    writer = bool(outputs) and distributed.is_writer()
+    train_ds, valid_ds = load_datasets(prepared, splits=("train", "valid"))
+    # Only the writer keeps a state file; under torchrun every rank gets its state from it.
+    resumable = writer and params.resume and outputs.state
+    resume, restart, writer_rank = None, "", rank
+    if resumable or world > 1:
+        data = [Path(prepared, f"{split}.pt") for split in ("train", "valid")]
+        # The world size this node's settings ask for (a worker's --nnodes too), which a run
+        # that forms anyway would not show: its WORLD_SIZE is the rendezvous's, on every node.
+        parts = key_parts(config.to_dict(), data, script, nodes.nnodes * nodes.nproc)
+        if world > 1:
+            writer_rank, restart = distributed.agree(parts, writer)
+        if resumable:
+            resume = ResumeState(outputs.state, state_key(parts))
+    state = resume.load(config.epochs, restart=restart) if resume else None
+    if restart and writer and not resume:
+        print(f"train: {restart}: starting from epoch 0 (resume is off)", flush=True)
+    if world > 1:  # one state for the whole run: the writer's, whichever node went down
+        state = distributed.share(state, writer_rank)
+    if state and writer:  # the history of a resumed run starts from the epochs already done
+        write_history(outputs.history, state["history"])
+
+    def after_epoch(snapshot: dict) -> None:
+        """The writer, after each epoch: the resume state, then the history so far."""
+        if resume and len(snapshot["history"]) < config.epochs:  # the last: cleared at once
+            resume.save(snapshot)
+        write_history(outputs.history, snapshot["history"])  # grows while the stage runs
+
+    model, history = train_model(
+        config,
+        train_ds,
+        valid_ds,
+        device,
+        rank=rank,
+        world=world,
+        wrap=distributed.wrapper(device) if world > 1 else None,
+        writer=writer,
+        state=state,
+        on_epoch=after_epoch if writer else None,
+    )
+    if not writer:
+        return
+    from .checkpoints import checkpoint
+
+    seconds = [row["seconds"] for row in history]
+    atomic.torch_save(checkpoint(model, config, device), outputs.model)
+    write_history(outputs.history, history)
+    atomic.write_json(
+        outputs.timing,
+        {
+            "device": str(device),
+            "ranks": world,
+            "threads": torch.get_num_threads(),
+            "train_seconds": round(sum(seconds), 3),
+            "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
+        },
+    )
+    if resume:
+        resume.clear()
+    by = f", written by rank {rank} of {world}" if world > 1 else ""
+    print(f"train: {outputs.model} on {device} in {sum(seconds):.1f}s{by}")
