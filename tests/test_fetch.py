@@ -3,6 +3,8 @@
 import builtins
 import hashlib
 import http.server
+import os
+import stat
 import subprocess
 import threading
 import time
@@ -24,7 +26,7 @@ def sha(data: bytes) -> str:
 
 
 def url(where: str, checksum: str = NO_MATCH) -> dict:
-    """One source of params.yaml's fetch.sources: a URL or a local path, and its checksum."""
+    """One source of sources.yaml: a URL or a local path, and its checksum."""
     return {"url": where, "checksums": [checksum]}
 
 
@@ -64,11 +66,11 @@ def test_checksum_mismatch_falls_through_to_next_source(tmp_path, mnist_file, ca
     assert "checksum mismatch" in capsys.readouterr().err
 
 
-def test_every_source_failing_lists_each_and_leaves_no_file(tmp_path, mnist_file):
+def test_every_source_failing_lists_each_and_leaves_the_old_file(tmp_path, mnist_file):
     path, _ = mnist_file
     out = tmp_path / "raw" / "mnist.pkl.gz"
     out.parent.mkdir()
-    out.write_bytes(b"stale")  # an old file must not survive a failed fetch
+    out.write_bytes(b"old")  # a failed fetch leaves what was there (DVC removes it first)
     sources = fetch_config(
         url("http://127.0.0.1:9/mnist.pkl.gz"),  # connection refused
         url(str(path)),  # wrong checksum
@@ -81,8 +83,8 @@ def test_every_source_failing_lists_each_and_leaves_no_file(tmp_path, mnist_file
     assert "[1] http://127.0.0.1:9/mnist.pkl.gz: ConnectionError" in message
     assert "[2]" in message and "checksum mismatch" in message
     assert "[3]" in message and "not set" in message
-    assert not out.exists()
-    assert list(out.parent.iterdir()) == []  # no temporary file left either
+    assert out.read_bytes() == b"old"
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left
 
 
 def test_local_source_refuses_what_is_not_a_regular_file(tmp_path):
@@ -241,3 +243,27 @@ def test_a_killed_fetchs_leftovers_are_removed_at_start(tmp_path, mnist_file, ca
     assert capsys.readouterr().err == (
         "fetch: removed what a stopped fetch left: .mnist.pkl.gz.k2j4x9_a.tmp, .pip-3hx8ws1q\n"
     )
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "file-as-folder"])
+def test_an_output_that_may_not_be_replaced_is_refused_and_left_as_it_was(
+    tmp_path, mnist_file, make
+):
+    path, digest = mnist_file
+    out = tmp_path / "out.gz"
+    if make == "fifo":
+        os.mkfifo(out)
+    elif make == "folder":
+        out.mkdir()
+    else:
+        out.write_bytes(b"a file")
+        out = out / "mnist.pkl.gz"
+    with pytest.raises(UserError) as err:
+        fetch(fetch_config(url(str(path), f"sha256:{digest}")), out)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{out}: ")
+    if make == "fifo":
+        assert stat.S_ISFIFO(os.lstat(out).st_mode)
+    elif make == "folder":
+        assert out.is_dir()
+    else:
+        assert out.parent.read_bytes() == b"a file"

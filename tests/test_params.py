@@ -341,17 +341,23 @@ def alias_bomb(levels: int) -> str:
 
 
 HOSTILE = [  # (what is appended to a valid params.yaml, the one line it gives)
-    (alias_bomb(9), "over 20000 values (aliases expanded); a params file has a few hundred"),
+    (alias_bomb(9), "over 20000 values (aliases expanded); a settings file has a few hundred"),
     ("x: " + "[" * 600 + "]" * 600, "nested deeper than 50 levels"),
     (
         "seed: " + "9" * 5001,
         "invalid YAML: a value it cannot read (Exceeds the limit (4300 digits)",
     ),
     ("# " + "x" * 70000, "over 65536 bytes; a params file is a few KB"),
+    ("seed: 0x" + "f" * 4000, "an integer of over 1024 bits"),
+    ("? [a, b]\n: 1", "a key that is a list or a mapping; keys are names"),
 ]
 
 
-@pytest.mark.parametrize("text, message", HOSTILE, ids=["aliases", "nesting", "digits", "size"])
+@pytest.mark.parametrize(
+    "text, message",
+    HOSTILE,
+    ids=["aliases", "nesting", "digits", "size", "hex-digits", "list-key"],
+)
 def test_hostile_files_are_one_line_within_a_second(tmp_path, text, message):
     import time
 

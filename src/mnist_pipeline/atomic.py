@@ -25,6 +25,7 @@ KINDS = {
     stat.S_ISCHR: "a character device",
     stat.S_ISBLK: "a block device",
     stat.S_ISSOCK: "a socket",
+    stat.S_ISLNK: "a symlink",
 }
 
 
@@ -39,9 +40,13 @@ def check_output(path: str | os.PathLike) -> None:
     """Refuse, in one line, an existing ``path`` that an output may not replace: anything but
     a regular file, or a symlink to a regular file inside the project (the working folder)."""
     path = Path(path)
+    folder = next((p for p in path.parents if os.path.lexists(p)), None)
+    if folder is not None and not folder.is_dir():  # a file or a FIFO where a folder must be
+        what = kind((os.lstat if folder.is_symlink() else os.stat)(folder).st_mode)
+        raise UserError(f"{path}: {folder} is {what}, not a folder")
     try:
         mode = os.lstat(path).st_mode
-    except OSError:  # absent (or its folder is not one: the write says so)
+    except OSError:  # absent
         return
     if stat.S_ISLNK(mode):
         target = path.resolve()

@@ -1,8 +1,8 @@
 """Get mnist.pkl.gz from the first source whose bytes match a known checksum.
 
-Sources are tried in the order params.yaml lists them. Each download streams to a temporary
+Sources are tried in the order sources.yaml lists them. Each download streams to a temporary
 file beside the output, is checksum-checked, and only then renamed into place. If every
-source fails, the error lists each source and why, and no file is left at the output path.
+source fails, the error lists each source and why, and the output path is left as it was.
 
 fetch.timeout bounds each source as a whole (a total deadline), not only each network read:
 a remote source (a URL, or `pip download`) runs in a child process that is killed at the
@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .atomic import atomic_path, remove_stale
+from .atomic import atomic_path, check_output, remove_stale
 from .errors import UserError, first_line
 from .params import FetchConfig, Source
 
@@ -165,8 +165,10 @@ def remove_leftovers(out: Path) -> list[str]:
 
 
 def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
-    """Try each source in order; the first verified one is renamed onto ``out``."""
+    """Try each source in order; the first verified one is renamed onto ``out``. Until then
+    ``out`` is left as it was (DVC removes a stage's outputs before it runs it)."""
     out = Path(out)
+    check_output(out)  # a special file or a folder at ``out``: refused before anything
     if removed := remove_leftovers(out):
         print(f"fetch: removed what a stopped fetch left: {', '.join(removed)}", file=sys.stderr)
     failures = []
@@ -178,10 +180,6 @@ def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
         except SourceError as err:
             failures.append(f"[{len(failures) + 1}] {source.describe()}: {err}")
             print(f"fetch: {failures[-1]}", file=sys.stderr)
-        except UserError:  # atomic_path's "cannot write": a full disk fails every source alike
-            out.unlink(missing_ok=True)
-            raise
-    out.unlink(missing_ok=True)  # never leave an old, unverified file behind
     raise UserError(f"could not fetch {out} from any source: " + "; ".join(failures))
 
 

@@ -339,6 +339,7 @@ def _defaults(shared: dict) -> dict[str, Key]:
     return {k: dataclasses.replace(SHARED[k], default=v) for k, v in shared.items()}
 
 
+MAX_INT_BITS = 1024  # a seed has 64; a longer integer is no setting, and repr() may fail
 MAX_BYTES = 1 << 16  # params.yaml has 5 KB; ruamel reads some 100 KB a second
 MAX_DEPTH = 50  # params.yaml nests 4 levels; past this a file is a mistake or an attack
 MAX_VALUES = 20_000  # values once aliases are expanded: params.yaml has a few hundred
@@ -360,11 +361,15 @@ def _plain(value: object, path: str = "params.yaml") -> object:
         if left[0] < 0:
             raise UserError(
                 f"{path}: over {MAX_VALUES} values (aliases expanded); "
-                "a params file has a few hundred: use fewer aliases"
+                "a settings file has a few hundred: use fewer aliases"
             )
         if depth > MAX_DEPTH:
             raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:  # 0xfff...: not too
+            raise UserError(f"{path}: an integer of over {MAX_INT_BITS} bits")  # long to read
         if isinstance(value, dict):
+            if any(isinstance(k, list | dict | tuple) for k in value):
+                raise UserError(f"{path}: a key that is a list or a mapping; keys are names")
             return {copy(k, depth + 1): copy(v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [copy(v, depth + 1) for v in value]
