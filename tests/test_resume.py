@@ -173,7 +173,9 @@ def test_the_code_part_covers_the_models_module_imported_for_the_key(tmp_path):
     assert code_part() != after
 
 
-@pytest.mark.parametrize("make", ["fifo", "symlink to a device", "folder"])
+@pytest.mark.parametrize(
+    "make", ["fifo", "symlink to a device", "folder", "symlink outside", "dangling symlink"]
+)
 def test_a_state_that_is_not_a_regular_file_is_ignored_never_opened_nor_replaced(
     make, tmp_path, capsys
 ):
@@ -182,18 +184,24 @@ def test_a_state_that_is_not_a_regular_file_is_ignored_never_opened_nor_replaced
         os.mkfifo(path)  # open() would wait for a writer forever
     elif make == "folder":
         path.mkdir()
+    elif make == "symlink outside":
+        (tmp_path.parent / "elsewhere.pt").write_bytes(b"not ours")
+        path.symlink_to(tmp_path.parent / "elsewhere.pt")
+    elif make == "dangling symlink":
+        path.symlink_to(tmp_path / "no" / "such.pt")
     else:
         path.symlink_to(os.devnull)  # a device: read without end, were it read
-    kind = {"fifo": "a FIFO", "folder": "a folder"}.get(make, "a character device")
+    why = {"fifo": "a FIFO, not a regular file", "folder": "a folder, not a regular file"}.get(
+        make, f"a symlink to {os.readlink(path) if path.is_symlink() else ''}"
+    )
     state = ResumeState(path, key="k")
     assert state.load(EPOCHS) is None
     assert capsys.readouterr().out == (
-        f"train: ignoring {path}: {kind}, not a regular file; this run saves no state; "
-        "starting from epoch 0\n"
+        f"train: ignoring {path}: {why}; this run saves no state; starting from epoch 0\n"
     )
     state.save({"history": [{"epoch": 0}]})  # after each epoch: nothing, and no error
     state.clear()
-    assert path.is_symlink() if make.startswith("symlink") else path.exists()
+    assert path.is_symlink() if "symlink" in make else path.exists()
     # The good case beside it: a regular file is read, and saved over.
     good = ResumeState(tmp_path / "good.pt", key="k")
     good.save({"history": [{"epoch": 0}]})

@@ -135,6 +135,9 @@ class ResumeState:
         if self.path.parent.exists() and not self.path.parent.is_dir():
             self.saving = False
             return self._ignore(f"{self.path.parent} is not a folder; this run saves no state")
+        if self.path.is_symlink():  # dangling, or to a file a save may not replace
+            self.saving = False
+            return self._ignore(f"a symlink to {os.readlink(self.path)}; this run saves no state")
         remove_stale(self.path)  # what a save that was killed left
         try:
             found = os.stat(self.path)
