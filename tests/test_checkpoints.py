@@ -44,3 +44,37 @@ def test_a_checkpoint_made_under_other_settings_is_refused_naming_the_keys(tmp_p
     load_checkpoint(tmp_path / "m.pt", other, strict=False)  # predict: one warning, goes on
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: ") and "lr 0.08 in the" in err
+
+
+def test_a_checkpoint_from_a_file_object_loads_and_bad_ones_are_one_line(tmp_path):
+    """What dvc.api.open gives (a binary file object) loads like the path; a FIFO path, a
+    text-mode file object and a closed one are refused in one line, never waited on."""
+    import io
+    import os
+
+    import pytest
+
+    from mnist_pipeline.atomic import torch_save
+    from mnist_pipeline.errors import UserError
+
+    cfg = train_config("logistic", epochs=1)
+    model, _ = train_model(cfg, *tiny_datasets(), torch.device("cpu"))
+    torch_save(checkpoint(model, cfg, torch.device("cpu")), tmp_path / "m.pt")
+    with open(tmp_path / "m.pt", "rb") as f:
+        loaded, _, _ = load_checkpoint(f, cfg)
+    x = torch.rand(4, 784)
+    assert torch.equal(loaded(x), model(x))
+
+    os.mkfifo(tmp_path / "fifo.pt")
+    closed = open(tmp_path / "m.pt", "rb")  # noqa: SIM115
+    closed.close()
+    bad = {
+        tmp_path / "fifo.pt": "a FIFO, not a regular file",
+        io.StringIO("text"): "a text file object; open the checkpoint with mode='rb'",
+        closed: "cannot read the checkpoint",
+        io.BytesIO(b""): "not a loadable weights-only checkpoint",
+    }
+    for source, message in bad.items():
+        with pytest.raises(UserError) as err:
+            load_checkpoint(source, cfg)
+        assert message in str(err.value) and "\n" not in str(err.value), source

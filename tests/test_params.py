@@ -1,6 +1,7 @@
 """params.yaml validation: every bad value is refused with a message naming the key."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -385,3 +386,12 @@ def test_aliases_within_the_bound_are_read(tmp_path):
         load_params(path)
     path.write_text(text)
     assert load_params(path).model("logistic").lr == 0.2
+
+
+def test_a_settings_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)
+    for load in (load_params, load_sources):
+        with pytest.raises(UserError) as err:
+            load(fifo)  # open() would wait for a writer forever
+        assert str(err.value) == f"{fifo}: a FIFO, not a regular file"

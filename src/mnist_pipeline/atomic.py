@@ -36,6 +36,17 @@ def kind(mode: int) -> str:
     return next((k for is_kind, k in KINDS.items() if is_kind(mode)), "a special file")
 
 
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse, in one line, an input that is not a regular file (a FIFO would block its
+    reader, /dev/zero never end); one that is absent is the caller's to say."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path}: {kind(mode)}, not a regular file")
+
+
 def check_output(path: str | os.PathLike) -> None:
     """Refuse, in one line, an existing ``path`` that an output may not replace: anything but
     a regular file, or a symlink to a regular file inside the project (the working folder)."""

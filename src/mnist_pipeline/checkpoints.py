@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import check_input
 from .errors import UserError, first_line
 from .models import get_model
 from .params import TrainConfig
@@ -55,9 +56,16 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu", *, st
     source = path
     if isinstance(path, str | os.PathLike):
         path = source = Path(path)
+        check_input(path)
     else:  # a file object: read whole, since torch.load seeks and a stream may not
         path = getattr(source, "name", None) or "checkpoint file object"
-        source = io.BytesIO(source.read())
+        try:
+            data = source.read()
+        except (OSError, ValueError, UnicodeDecodeError) as err:  # closed, text of bytes...
+            raise UserError(f"{path}: cannot read the checkpoint ({first_line(err)})") from None
+        if not isinstance(data, bytes):
+            raise UserError(f"{path}: a text file object; open the checkpoint with mode='rb'")
+        source = io.BytesIO(data)
     try:
         ckpt = torch.load(source, map_location=device, weights_only=True)
     except FileNotFoundError:

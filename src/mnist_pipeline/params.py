@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .atomic import check_input
 from .errors import UserError, first_line
 from .models import model_names  # read from the models' source: no torch import
 
@@ -387,6 +388,7 @@ def _read_yaml(path: Path, what: str) -> object:
     from ruamel.yaml import YAML, YAMLError
 
     try:
+        check_input(path)
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
         if len(data) > MAX_BYTES:
