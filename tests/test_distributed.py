@@ -33,7 +33,6 @@ ATOL = 1e-5
 pytestmark = pytest.mark.e2e  # runs torchrun: not in `make test-unit`
 
 
-@pytest.fixture(scope="module")
 def not_warnings(stderr: str) -> str:
     """``stderr`` less the "warning: oversubscribed" line: other stages running on the machine
     (another test worker's) may add it; the one error line is what these tests pin."""
@@ -42,6 +41,7 @@ def not_warnings(stderr: str) -> str:
     )
 
 
+@pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ddp")
     # 300 train samples with bs 64: the last global batch (44) splits unevenly (22/22) and the
