@@ -48,7 +48,8 @@ def train_run(
     node, with ``--nnodes`` and ``--rdzv-endpoint`` as given). Under torchrun the stage runs
     again as ``script argv``."""
     if outputs:
-        atomic.check_outputs(outputs.model, outputs.history, outputs.timing)  # before training
+        for path in (outputs.model, outputs.history, outputs.timing):  # before training
+            atomic.check_output(path)
     config = params.model(name)
     nodes = params.distributed
     if outputs is None:
