@@ -71,13 +71,6 @@ def check_output(path: str | os.PathLike) -> None:
         raise UserError(f"{path}: {kind(mode)}, not a regular file; an output replaces only one")
 
 
-def check_outputs(*paths: str | os.PathLike | None) -> None:
-    """``check_output`` for each path given (None: none), before a stage computes anything."""
-    for path in paths:
-        if path is not None:
-            check_output(path)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
@@ -102,9 +95,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_stale(path: str | os.PathLike) -> list[str]:
-    """Remove the temporary files that writes of ``path`` killed mid-way left beside it
-    (``.<name>.*.tmp``: atomic_path removes its own unless the process dies); return their
-    names."""
+    """Remove and name the ``.<name>.*.tmp`` that killed writes of ``path`` left beside it."""
     path = Path(path)
     stale = sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file())
     for tmp in stale:
@@ -141,19 +132,18 @@ class _WriteRecorder:
         self.f = f
         self.error: OSError | None = None
 
-    def write(self, data) -> int:
+    def _recorded(self, method, *args):
         try:
-            return self.f.write(data)
+            return method(*args)
         except OSError as err:
             self.error = err
             raise
 
+    def write(self, data) -> int:
+        return self._recorded(self.f.write, data)
+
     def flush(self) -> None:
-        try:
-            self.f.flush()
-        except OSError as err:
-            self.error = err
-            raise
+        self._recorded(self.f.flush)
 
 
 def torch_save(obj: object, path: str | os.PathLike) -> None:

@@ -80,9 +80,9 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu", *, st
         if not isinstance(ckpt[key], dict):  # a string, a list...: one line, not a traceback
             got = type(ckpt[key]).__name__
             raise UserError(f"{path}: {key} is a {got}, not a mapping of names to {kind}")
-    if not isinstance(ckpt["config"].get("arch"), str):
-        raise UserError(f"{path}: config has no architecture name ('arch')")
     arch_name = ckpt["config"].get("arch")
+    if not isinstance(arch_name, str):
+        raise UserError(f"{path}: config has no architecture name ('arch')")
     if config is not None and arch_name != config.arch:
         raise UserError(
             f"{path}: checkpoint architecture {arch_name!r} does not match params "

@@ -34,26 +34,17 @@ class SourceError(Exception):
     """One source failed; the message says why in a few words."""
 
 
-def file_digests(path: Path) -> dict[str, str]:
-    """md5 and sha256 of a file, read once."""
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-
-
 def verify(path: Path, checksums: tuple[str, ...]) -> None:
     """Raise SourceError unless the file matches one of ``checksums`` ('algo:hex')."""
-    digests = file_digests(path)
-    for checksum in checksums:
-        algo, _, expected = checksum.partition(":")
-        if digests[algo] == expected:
-            return
-    raise SourceError(
-        f"checksum mismatch (got sha256:{digests['sha256']}, expected {' or '.join(checksums)})"
-    )
+    digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
+    with open(path, "rb") as f:  # read once for both
+        while chunk := f.read(CHUNK):
+            for h in digests.values():
+                h.update(chunk)
+    found = {f"{algo}:{h.hexdigest()}" for algo, h in digests.items()}
+    if found.isdisjoint(checksums):
+        got, expected = digests["sha256"].hexdigest(), " or ".join(checksums)
+        raise SourceError(f"checksum mismatch (got sha256:{got}, expected {expected})")
 
 
 def local_path(url: str) -> Path | None:

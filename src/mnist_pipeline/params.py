@@ -197,21 +197,15 @@ FETCH = {
 }
 
 
-def _check(where: str, key: str, value: object, table: dict[str, Key]) -> object:
-    """Return ``value`` if valid for ``table[key]``, else raise a UserError naming where.key."""
-    spec = table[key]
-    if not spec.check(value):
-        raise UserError(f"{where}{key}: expected {spec.expected}, got {value!r}")
-    return spec.cast(value)
-
-
 def _section(where: str, raw: dict, table: dict[str, Key]) -> dict:
     """Every key of ``table``, checked, with defaults filled in; unknown keys are refused."""
     _check_keys(where, raw, set(table))
     values = {}
     for key, spec in table.items():
         if key in raw:
-            values[key] = _check(where, key, raw[key], table)
+            if not spec.check(raw[key]):
+                raise UserError(f"{where}{key}: expected {spec.expected}, got {raw[key]!r}")
+            values[key] = spec.cast(raw[key])
         elif spec.default is REQUIRED:
             raise UserError(f"{where}missing key {key!r}")
         else:
@@ -315,14 +309,7 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         resolved[str(name)] = TrainConfig(
             name=str(name), arch=arch, nproc=distributed.nproc, **values
         )
-    return Params(
-        path=path,
-        fetch=fetch_config,
-        models=resolved,
-        distributed=distributed,
-        resume=top["resume"],
-        threads=top["threads"],
-    )
+    return Params(path=path, fetch=fetch_config, models=resolved, distributed=distributed, **top)
 
 
 def _check_model_name(where: str, name: object) -> None:
@@ -349,11 +336,10 @@ MAX_VALUES = 20_000  # values once aliases are expanded: params.yaml has a few h
 def _plain(value: object, path: str = "params.yaml") -> object:
     """Plain dict, list, str, int, float, bool and None: what a checkpoint or JSON can hold.
 
-    ruamel's safe loader already gives these, except for an ordered map (``!!omap``) and the
-    rarer tags (dates, sets, binary), which are kept as they are: no params key accepts them,
-    so each is refused in one line by its key's check. Aliases are allowed, but each use is
-    a copy: past MAX_VALUES values (an alias bomb: nine levels of nine aliases in 4 KB) or
-    MAX_DEPTH levels the file is refused in one line, before the copy grows.
+    Rarer tags (dates, sets, binary) are kept as they are: no key accepts them, so its check
+    refuses each in one line. Each use of an alias is a copy: past MAX_VALUES values (an
+    alias bomb: nine levels of nine aliases in 4 KB) or MAX_DEPTH levels, the file is refused
+    before the copy grows.
     """
     left = [MAX_VALUES]
 
@@ -383,8 +369,7 @@ def _plain(value: object, path: str = "params.yaml") -> object:
 
 
 def _read_yaml(path: Path, what: str) -> object:
-    """The YAML of ``path`` read as DVC reads it (ruamel's safe loader, YAML 1.2), as plain
-    values; every problem is a one-line UserError."""
+    """The YAML of ``path`` as plain values; every problem is a one-line UserError."""
     from ruamel.yaml import YAML, YAMLError
 
     try:
@@ -418,10 +403,10 @@ def _read_yaml(path: Path, what: str) -> object:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml as DVC reads it; every problem is a one-line UserError.
+    """Read and validate params.yaml; every problem is a one-line UserError.
 
-    DVC reads params.yaml with ruamel.yaml's safe loader (YAML 1.2), so this does too: both see
-    ``lr: 1e-3`` as the float 0.001 (YAML 1.1, PyYAML's, reads it as a string).
+    As DVC, with ruamel.yaml's safe loader (YAML 1.2): both see ``lr: 1e-3`` as the float
+    0.001 (YAML 1.1, PyYAML's, reads it as a string).
     """
     return parse_params(_read_yaml(Path(path), "params file"), str(path))
 

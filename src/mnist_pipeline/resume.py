@@ -2,10 +2,9 @@
 
 After each epoch a train stage saves a ``snapshot`` (weights, optimizer buffers, schedule
 position, shuffle generator, history) to a state file that DVC neither caches nor deletes
-(``.resume/<model>.pt``, git- and dvc-ignored). The file is keyed by everything that decides
-the result (``key_parts``): the code, the resolved model config, the prepared data, the thread
-count and the number of processes. The next run continues from it only if the file's checksum
-and key match; the stage removes it once its outputs are written.
+(``.resume/<model>.pt``, git- and dvc-ignored), keyed by everything that decides the result
+(``key_parts``). The next run continues from it only if the file's checksum and key match; the
+stage removes it once its outputs are written.
 """
 
 from __future__ import annotations
@@ -49,17 +48,14 @@ def restore(state: dict, model, opt, scheduler, train_dl) -> list[dict]:
     return state["history"]
 
 
-def _file_digest(path: Path, h) -> None:
-    h.update(path.name.encode() + b"\0")
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-
-
 def _digest(files: list[Path], text: str = "") -> str:
+    """sha256 of ``text``, then each file's name and bytes."""
     h = hashlib.sha256(text.encode())
     for path in files:
-        _file_digest(Path(path), h)
+        h.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -116,9 +112,9 @@ def _say(message: str) -> None:
 class ResumeState:
     """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
 
-    def __init__(self, path: str | os.PathLike, key: str, *, verbose: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, key: str) -> None:
         self.key = key  # state_key(key_parts(...))
-        self.path, self.verbose = Path(path), verbose
+        self.path = Path(path)
         self.restart = ""
         self.saving = True  # False once load finds no place a state may be saved
 
@@ -142,7 +138,7 @@ class ResumeState:
         try:
             found = os.stat(self.path)
         except FileNotFoundError:
-            if restart and self.verbose:
+            if restart:
                 _say(f"{restart}: starting from epoch 0")
             return None
         except OSError as err:
@@ -155,7 +151,7 @@ class ResumeState:
         if found.st_size > MAX_BYTES:
             return self._ignore(f"{found.st_size} bytes, over the {MAX_BYTES} a state may have")
         try:
-            with open(self.path, "rb", opener=_nonblocking) as f:
+            with open(self.path, "rb", opener=lambda p, fl: os.open(p, fl | os.O_NONBLOCK)) as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since the stat
                     raise ValueError("not a regular file")
                 magic, header = f.readline(len(MAGIC)), f.readline(1000)
@@ -177,15 +173,13 @@ class ResumeState:
             return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
-        if self.verbose:
-            where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
-            _say(f"{where} at epoch {done} of {epochs}")
+        where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
+        _say(f"{where} at epoch {done} of {epochs}")
         return state
 
     def _ignore(self, why: str) -> None:
-        if self.verbose:
-            lead = f"{self.restart}: " if self.restart else ""
-            _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
+        lead = f"{self.restart}: " if self.restart else ""
+        _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
         return None
 
     def save(self, state: dict) -> None:
@@ -195,7 +189,6 @@ class ResumeState:
 
         if not self.saving:
             return
-
         buffer = io.BytesIO()
         torch.save(state, buffer)
         payload = buffer.getvalue()
@@ -206,7 +199,3 @@ class ResumeState:
     def clear(self) -> None:
         if self.saving:
             self.path.unlink(missing_ok=True)
-
-
-def _nonblocking(path, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)

@@ -8,10 +8,8 @@ of torchrun's ranks (``distributed``), trains its share. Each process that train
 3. takes the resume state: the writer loads it from ``--state``, every other rank receives it;
 4. trains (``train.train_model``); after each epoch the writer rewrites the history and,
    unless it was the last epoch, saves the resume state;
-5. the writer writes the checkpoint, the history and the timing log, then clears the state.
-
-The writer is the one process that writes: without torchrun the stage itself, under torchrun
-local rank 0 of the node that runs ``dvc repro``. A worker node (``--worker``) writes nothing.
+5. the writer (``distributed.is_writer``) writes the checkpoint, the history and the timing
+   log, then clears the state.
 """
 
 from __future__ import annotations
@@ -48,7 +46,8 @@ def train_run(
     node, with ``--nnodes`` and ``--rdzv-endpoint`` as given). Under torchrun the stage runs
     again as ``script argv``."""
     if outputs:
-        atomic.check_outputs(outputs.model, outputs.history, outputs.timing)  # before training
+        for path in (outputs.model, outputs.history, outputs.timing):  # before training
+            atomic.check_output(path)
     config = params.model(name)
     nodes = params.distributed
     if outputs is None:

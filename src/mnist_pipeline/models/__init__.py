@@ -41,10 +41,9 @@ def _names_in(path: Path) -> list[str]:
         names = []
         for entry in node.value.elts:
             name = None
-            if isinstance(entry, ast.Call) and entry.args:
-                name = entry.args[0]
-            elif isinstance(entry, ast.Call):
-                name = next((k.value for k in entry.keywords if k.arg == "name"), None)
+            if isinstance(entry, ast.Call):  # Model("name", ...) or Model(name="name", ...)
+                named = [k.value for k in entry.keywords if k.arg == "name"]
+                name = (entry.args or named or [None])[0]
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
                 raise UserError(
                     f"{path}:{entry.lineno}: a MODELS entry must be Model('name', ...) "

@@ -112,32 +112,25 @@ class Mnist_CNN(nn.Module):  # noqa: N801 - the tutorial's name
         return xb.view(-1, xb.size(1))
 
 
-def cnn_sequential() -> nn.Module:
-    return nn.Sequential(
-        Lambda(preprocess),
+def convs() -> list[nn.Module]:
+    """The tutorial CNN's three stride-2 convolutions, each with its ReLU."""
+    return [
         nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1),
         nn.ReLU(),
         nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1),
         nn.ReLU(),
         nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1),
         nn.ReLU(),
-        nn.AvgPool2d(4),
-        Lambda(flatten),
-    )
+    ]
+
+
+def cnn_sequential() -> nn.Module:
+    return nn.Sequential(Lambda(preprocess), *convs(), nn.AvgPool2d(4), Lambda(flatten))
 
 
 def cnn_adaptive() -> nn.Module:
     """Any single-channel image size: the data path reshapes to (N, 1, H, W)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        Lambda(flatten),
-    )
+    return nn.Sequential(*convs(), nn.AdaptiveAvgPool2d(1), Lambda(flatten))
 
 
 class ScratchSGD(torch.optim.Optimizer):
