@@ -110,13 +110,13 @@ def targets(orch, models) -> list[str]:
         ]
     if models:
         ratio = models["fast_seconds"] / models["cnn_seconds"]
-        acc = models["fast_acc"]
+        acc, low = models["fast_acc"], models["fast_min_acc"]
         rows.append(
             (
-                f"`fast` / tutorial `cnn` training seconds (fast median val acc {acc:.2%}, "
-                "needs ≥ 99.0%)",
-                ratio if acc >= 0.99 else float("inf"),
-                0.9,
+                f"`fast` / tutorial `cnn` training seconds (fast val acc median {acc:.2%}, "
+                f"needs ≥ 99.0%; min {low:.2%}, needs ≥ 98.9%)",
+                ratio if acc >= 0.99 and low >= 0.989 else float("inf"),
+                0.4,
             )
         )
     out = ["", "## Targets", "", "| ratio | measured | target | met |", "|---|---:|---:|---|"]
