@@ -65,12 +65,12 @@ def render(data_rows, orch, models, runs: int) -> str:
         ]
         for seed, ((fs, fa), (cs, ca)) in enumerate(zip(m["fast"], m["cnn"], strict=True)):
             out.append(f"| {seed} | {fs:.2f} | {fa:.4f} | {cs:.2f} | {ca:.4f} |")
-        cfg = m["fast_config"]
+        ratio = m["fast_seconds"] / m["cnn_seconds"]
         out += [
             "",
-            f"fast: {cfg.epochs} epochs, bs {cfg.bs}, lr {cfg.lr:g}, {cfg.optimizer}, "
-            f"{cfg.scheduler}, label smoothing {cfg.label_smoothing:g}; cnn: the tutorial's, "
-            f"{m['cnn_config'].epochs} epochs. Seconds: the wall of `train_model` (set-up, "
+            f"fast: {m['fast_recipe']}; cnn: the tutorial's, {m['cnn_config'].epochs} epochs. "
+            f"fast's val acc: median {m['fast_acc']:.4f}, min {m['fast_min_acc']:.4f}; its "
+            f"median seconds {ratio:.2f}x cnn's. Seconds: the wall of `train_model` (set-up, "
             "fast's stem fit, the epochs and their validation).",
         ]
     if data_rows:
@@ -112,13 +112,13 @@ def targets(orch, models) -> list[str]:
         ]
     if models:
         ratio = models["fast_seconds"] / models["cnn_seconds"]
-        acc = models["fast_acc"]
+        acc, low = models["fast_acc"], models["fast_min_acc"]
         rows.append(
             (
-                f"`fast` / tutorial `cnn` training seconds (fast median val acc {acc:.2%}, "
-                "needs ≥ 99.0%)",
-                ratio if acc >= 0.99 else float("inf"),
-                0.9,
+                f"`fast` / tutorial `cnn` training seconds (fast val acc median {acc:.2%}, "
+                f"needs ≥ 99.0%; min {low:.2%}, needs ≥ 98.9%)",
+                ratio if acc >= 0.99 and low >= 0.989 else float("inf"),
+                0.4,
             )
         )
     out = ["", "## Targets", "", "| ratio | measured | target | met |", "|---|---:|---:|---|"]

@@ -251,7 +251,7 @@ def test_a_train_stage_never_imports_torch_dynamo(tmp_path, prepared_dir):
     from conftest import tiny_params
 
     params = tmp_path / "params.yaml"
-    models = {"fast": {"arch": "fast", "scheduler": "onecycle"}, "logistic": {"arch": "logistic"}}
+    models = {"fast": {"arch": "fast"}, "logistic": {"arch": "logistic"}}
     params.write_text(yaml.safe_dump(tiny_params(models=models)))
     probe = (
         "import runpy, sys; sys.argv = sys.argv[1:]\n"

@@ -86,7 +86,7 @@ def trained(tmp_path_factory):
     templates = rng.random((10, 5, 2))
     x_train, y_train = digits(N_TRAIN, templates, rng)
     x_valid, y_valid = digits(N_VALID, templates, rng)
-    fast = {"arch": "fast", "scheduler": "onecycle", "bs": 64}
+    fast = {"arch": "fast", "bs": 64}
     raw = tiny_params(models={"fast": fast}, epochs=2)
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     config = parse_params(raw).model("fast")

@@ -34,7 +34,7 @@ class Stop(Exception):
     [
         ("logistic_scratch", {}),  # the hand-written SGD's velocity
         ("cnn", {}),  # SGD momentum buffers
-        ("fast", {"scheduler": "onecycle"}),  # BatchNorm statistics, the schedule position
+        ("fast", {}),  # BatchNorm statistics, its own AdamW and schedule position
         ("logistic", {"optimizer": "adamw", "weight_decay": 0.01}),  # AdamW moments and steps
     ],
 )
