@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optim import AdamW, OneCycle
+from ..optim import AdamW
 from .contract import Model
 from .tutorial import Lambda
 
@@ -105,16 +105,13 @@ def adamw(params, config) -> AdamW:
     return AdamW(params, lr=config.lr, betas=BETAS, weight_decay=config.weight_decay)
 
 
-class OneCycleLR(OneCycle):
-    """The one-cycle lr schedule of ``optim.OneCycle``, with beta1 held at ``BETAS[0]``
-    instead of cycled 0.95 -> 0.85 -> 0.95."""
-
-    base_momentum = max_momentum = BETAS[0]
-
-
-def one_cycle(opt, config, steps_per_epoch: int) -> OneCycleLR:
-    """Warm up to ``config.lr`` over 30% of the steps, then anneal (optim.OneCycle)."""
-    return OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+def one_cycle(opt, config, steps_per_epoch: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """Warm up to ``config.lr`` over 30% of the steps, then anneal; beta1 held at
+    ``BETAS[0]`` (not cycled 0.95 -> 0.85 -> 0.95)."""
+    total_steps = config.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=total_steps, cycle_momentum=False
+    )
 
 
 MODELS = [
