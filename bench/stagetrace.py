@@ -46,6 +46,7 @@ PHASES = {
         "digit_grid": "pictures",
         "confusion_png": "pictures",
         "curves_png": "pictures",
+        "draw_all": "pictures",  # the pictures queued by drawn_by, drawn in forked workers
     },
 }
 

@@ -51,7 +51,8 @@ def main() -> None:
 
     params = load_params(args.params)
     configs = params.models
-    threads.check(threads.use(params.threads))  # the count decides the metrics' last bits
+    torch_threads = threads.use(params.threads)  # the count decides the metrics' last bits
+    threads.check(torch_threads)
     splits = {split: load_split(args.prepared, split) for split in ("valid", "test")}
     # Every input is read and every model scored before anything is written: a missing or
     # broken input leaves the old outputs, not a mix of new and old.
@@ -61,22 +62,23 @@ def main() -> None:
         results[name] = score(path, config, splits, select_device(config.device))
         histories[name] = read_history_file(Path(args.history_dir, f"{name}.tsv"))
 
-    for name, result in results.items():
-        write_model_outputs(args, name, result, splits["valid"])
-        acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
-        print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
-    atomic.write_json(args.metrics, {name: r["metrics"] for name, r in results.items()})
-    rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
-    atomic.write_text(args.summary, summary_table(rows))
-    plots.curves_png(histories, args.curves_png)
-    x, y = splits["valid"]
-    shown = range(min(DIGITS_SHOWN, len(y)))
-    plots.digit_grid(
-        [x[i].numpy() for i in shown],
-        [f"label {int(y[i])}" for i in shown],
-        args.digits_png,
-        f"The first {len(shown)} validation digits with their labels",
-    )
+    with plots.drawn_by(torch_threads):  # the pictures, drawn on leaving the block
+        for name, result in results.items():
+            write_model_outputs(args, name, result, splits["valid"])
+            acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
+            print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
+        atomic.write_json(args.metrics, {name: r["metrics"] for name, r in results.items()})
+        rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
+        atomic.write_text(args.summary, summary_table(rows))
+        plots.curves_png(histories, args.curves_png)
+        x, y = splits["valid"]
+        shown = range(min(DIGITS_SHOWN, len(y)))
+        plots.digit_grid(
+            [x[i].numpy() for i in shown],
+            [f"label {int(y[i])}" for i in shown],
+            args.digits_png,
+            f"The first {len(shown)} validation digits with their labels",
+        )
     print(f"evaluate: {args.summary}, {args.curves_png}, {args.digits_png}")
 
 
