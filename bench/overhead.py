@@ -179,7 +179,7 @@ def bench_overhead(runs: int) -> dict:
     floor = floor_repo()
     timed = Timed()
     r = {k: [] for k in ("torch", "floor", "floor_dvc", "all", "all_train", "all_dvc")}
-    r |= {"stage": [], "stage_train": []}
+    r |= {"stage": [], "stage_train": [], "exp_ratio": [], "stage_ratio": []}
     for i in range(runs):
         lr = f"lr={0.1 + 0.01 * i:g}"
         r["torch"].append(run_in(project, sys.executable, "-c", "import torch"))
@@ -195,8 +195,13 @@ def bench_overhead(runs: int) -> dict:
         r["stage"].append(run_in(project, "dvc", "repro", "-f", "-s", "train@logistic"))
         logged = json.loads((project / "logs/train/logistic.json").read_text())
         r["stage_train"].append(logged["train_seconds"])
+        # Each run's ratios, of figures measured side by side: their median is the target's
+        # (on a shared machine a median of each figure may pair a quiet run with a busy one).
+        r["exp_ratio"].append((r["all"][-1] - r["all_train"][-1]) / r["floor"][-1])
+        r["stage_ratio"].append((r["stage"][-1] - r["stage_train"][-1]) / r["torch"][-1])
         print("overhead:", {k: round(v[-1], 2) for k, v in r.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in r.items()}
+    med["runs"] = {k: r[k] for k in ("exp_ratio", "stage_ratio")}
 
     # The split: one more experiment of each, the project's stages traced.
     lr = f"lr={0.1 + 0.01 * runs:g}"
