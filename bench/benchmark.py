@@ -2,6 +2,8 @@
 
 Everything is measured side by side in one run, and each figure is the median of N runs:
   datapath.py        seconds per epoch: project loader, raw slicing, DataLoader(TensorDataset)
+  overhead.py        an experiment's fixed cost against a floor repo of the same shape, one
+                     stage's against `import torch`, and where the seconds go (stagetrace.py)
   orchestration.py   start-up and orchestration as ratios to `import torch`/`dvc --version`,
                      the old design side by side, DVC's own floor, peak memory
   fast_vs_cnn.py     time to a good model: `fast` against the tutorial `cnn`, interleaved
@@ -18,6 +20,7 @@ from pathlib import Path
 from datapath import bench_data_path
 from fast_vs_cnn import bench_models
 from orchestration import OLD_REV, REPO, bench_orchestration
+from overhead import bench_overhead
 from report import render
 
 from mnist_pipeline import atomic
@@ -43,16 +46,19 @@ def main() -> None:
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--old-rev", default=OLD_REV, help="the design to compare against")
-    parser.add_argument("--only", choices=["data", "orchestration", "models"], default=None)
+    parts = ["overhead", "data", "orchestration", "models"]
+    parser.add_argument("--only", choices=parts, default=None, help="run this part alone")
     args = parser.parse_args()
 
     params = load_params(REPO / "params.yaml")
-    train_ds, valid_ds = load_datasets(REPO / "data/prepared", splits=("train", "valid"))
     want = lambda part: args.only in (None, part)  # noqa: E731
+    if want("models") or want("data"):
+        train_ds, valid_ds = load_datasets(REPO / "data/prepared", splits=("train", "valid"))
+    overhead = bench_overhead(args.runs) if want("overhead") else None
     models = bench_models(params, train_ds, valid_ds) if want("models") else None
     orch = bench_orchestration(args.runs, args.old_rev) if want("orchestration") else None
     data_rows = bench_data_path(params, train_ds, args.runs) if want("data") else []
-    generated = render(data_rows, orch, models, args.runs)
+    generated = render(data_rows, orch, models, args.runs, overhead)
     atomic.write_text(args.out, with_generated(Path(args.out), generated))
     print(generated)
 

@@ -69,12 +69,13 @@ def dvc_floor_repo() -> Path:
     return root
 
 
-def run_in(cwd: Path, *cmd: str, pythonpath: str | None = None) -> float:
+def run_in(cwd: Path, *cmd: str, pythonpath: str | None = None, extra_env=None) -> float:
     """Wall seconds of ``cmd`` run in ``cwd`` (`dvc` means this venv's dvc). ``pythonpath``
-    puts another tree's src/ before the installed package (the old design's code)."""
+    puts another tree's src/ before the installed package (the old design's code);
+    ``extra_env`` is set on top."""
     if cmd[0] == "dvc":
         cmd = (sys.executable, "-m", *cmd)
-    environ = env() | ({"PYTHONPATH": pythonpath} if pythonpath else {})
+    environ = env() | ({"PYTHONPATH": pythonpath} if pythonpath else {}) | (extra_env or {})
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=environ, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -218,7 +218,7 @@ def test_a_worker_with_another_nnodes_is_told_apart_in_one_line_per_node(prepare
         .startswith(
             (
                 "error: distributed: another node ended the run (see the error there)",
-                f"error: distributed: lost the rendezvous at {endpoint}: the node that runs dvc repro",
+                f"error: distributed: lost the rendezvous at {endpoint}: the node that runs dvc",
             )
         )
     ), worker_err

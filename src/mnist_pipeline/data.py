@@ -139,8 +139,8 @@ def load_split(prepared_dir: str | os.PathLike, split: str):
     import torch
 
     path = Path(prepared_dir) / f"{split}.pt"
-    try:
-        tensors = torch.load(path, weights_only=True)
+    try:  # mapped, not read: the pages go straight from the page cache into the conversion
+        tensors = torch.load(path, weights_only=True, mmap=True)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the prepare stage first") from None
     except Exception as err:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import re
 import sys
 from collections.abc import Callable
@@ -42,10 +44,15 @@ def stage_main(main: Callable[..., object]) -> Callable[..., object]:
     """Run a stage's ``main``; report a UserError or an OSError as one line on stderr, exit 1.
 
     Real bugs (any other exception) keep their traceback.
+
+    The collector is frozen at exit: the interpreter's last collections walk every object
+    torch made, a quarter of a torch stage's wall, for memory the OS frees anyway
+    (BENCHMARKS.md). Outputs are written and closed before; atexit handlers still run.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        atexit.register(gc.freeze)  # runs before the interpreter's final collections
         try:
             return main(*args, **kwargs)
         except UserError as err:

@@ -116,7 +116,8 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
     from .device import select_device
     from .summary import summary_table
 
-    threads.check(threads.use(params.threads))  # the count decides the metrics' last bits
+    torch_threads = threads.use(params.threads)  # the count decides the metrics' last bits
+    threads.check(torch_threads)
     splits = {split: load_split(prepared, split) for split in ("valid", "test")}
     results, histories = {}, {}
     for name, config in params.models.items():
@@ -124,22 +125,23 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
         results[name] = score(path, config, splits, select_device(config.device))
         histories[name] = _history(Path(history_dir, f"{name}.tsv"))
 
-    for name, result in results.items():
-        _write_model(outputs, name, result, splits["valid"])
-        acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
-        print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
-    atomic.write_json(outputs.metrics, {name: r["metrics"] for name, r in results.items()})
-    rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
-    atomic.write_text(outputs.summary, summary_table(rows))
-    plots.curves_png(histories, outputs.curves)
-    x, y = splits["valid"]
-    shown = range(min(DIGITS_SHOWN, len(y)))
-    plots.digit_grid(
-        [x[i].numpy() for i in shown],
-        [f"label {int(y[i])}" for i in shown],
-        outputs.digits,
-        f"The first {len(shown)} validation digits with their labels",
-    )
+    with plots.drawn_by(torch_threads):  # the pictures, drawn on leaving the block
+        for name, result in results.items():
+            _write_model(outputs, name, result, splits["valid"])
+            acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
+            print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
+        atomic.write_json(outputs.metrics, {name: r["metrics"] for name, r in results.items()})
+        rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
+        atomic.write_text(outputs.summary, summary_table(rows))
+        plots.curves_png(histories, outputs.curves)
+        x, y = splits["valid"]
+        shown = range(min(DIGITS_SHOWN, len(y)))
+        plots.digit_grid(
+            [x[i].numpy() for i in shown],
+            [f"label {int(y[i])}" for i in shown],
+            outputs.digits,
+            f"The first {len(shown)} validation digits with their labels",
+        )
     print(f"evaluate: {outputs.summary}, {outputs.curves}, {outputs.digits}")
 
 
