@@ -111,3 +111,21 @@ def test_unreadable_files(tmp_path, mnist_file, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="file not found; run the fetch stage first"):
         read_pickle_gz(tmp_path / "absent.pkl.gz")
+
+
+def test_an_input_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp_path, prepared_dir):
+    import os
+
+    from mnist_pipeline.data import load_split, read_pickle_gz
+
+    os.mkfifo(tmp_path / "train.pt")
+    cases = [
+        (lambda: read_pickle_gz(tmp_path / "train.pt"), tmp_path / "train.pt", "a FIFO"),
+        (lambda: read_pickle_gz(os.devnull), os.devnull, "a character device"),
+        (lambda: load_split(tmp_path, "train"), tmp_path / "train.pt", "a FIFO"),
+    ]
+    for load, path, kind in cases:
+        with pytest.raises(UserError) as err:
+            load()
+        assert str(err.value) == f"{path}: {kind}, not a regular file"
+    assert len(load_split(prepared_dir, "train")[0])  # the good case beside them

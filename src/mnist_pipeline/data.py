@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import check_input
 from .errors import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -51,6 +52,7 @@ def safe_unpickle(data: bytes) -> object:
 def read_pickle_gz(path: str | os.PathLike) -> object:
     """Read a gzip'd pickle safely; every failure is a one-line UserError naming the file."""
     path = Path(path)
+    check_input(path)  # a FIFO would block the read, /dev/zero never end it
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -139,6 +141,7 @@ def load_split(prepared_dir: str | os.PathLike, split: str):
     import torch
 
     path = Path(prepared_dir) / f"{split}.pt"
+    check_input(path)
     try:  # mapped, not read: the pages go straight from the page cache into the conversion
         tensors = torch.load(path, weights_only=True, mmap=True)
     except FileNotFoundError:
