@@ -11,7 +11,9 @@ import torch
 from conftest import REPO, make_mnist, train_config
 from torch.utils.data import TensorDataset
 
-from mnist_pipeline.resume import PARTS, ResumeState, key_parts, state_key
+from mnist_pipeline import resume
+from mnist_pipeline.errors import UserError
+from mnist_pipeline.resume import PARTS, ResumeState, hash_data_early, key_parts, state_key
 from mnist_pipeline.train import train_model
 
 EPOCHS = 3
@@ -136,6 +138,26 @@ def test_each_part_of_the_key_changes_with_what_it_covers(tmp_path, monkeypatch)
         assert changed() == {"threads"}
     finally:
         torch.set_num_threads(torch.get_num_threads() - 1)
+
+
+def test_the_data_hashed_early_on_a_thread_gives_the_same_key(tmp_path):
+    """run.train_run starts the data's hash beside torch's import (resume.hash_data_early):
+    key_parts takes that result, the same as hashing then; a FIFO is refused, not read."""
+    data, script = tmp_path / "train.pt", tmp_path / "train.py"
+    data.write_bytes(b"data" * 1000)
+    script.write_text("code")
+    cfg = dataclasses.asdict(train_config("cnn"))
+    late = parts_for(cfg, data, script)
+    hash_data_early([data])
+    resume._early[(data,)].result()  # hashed: an edit now does not change what is taken
+    data.write_bytes(b"other data")
+    assert parts_for(cfg, data, script) == late
+    assert parts_for(cfg, data, script)["data"] != late["data"]  # taken once, then hashed again
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    hash_data_early([fifo])
+    with pytest.raises(UserError, match="a FIFO, not a regular file"):
+        parts_for(cfg, fifo, script)
 
 
 def test_the_code_part_covers_the_models_module_imported_for_the_key(tmp_path):

@@ -15,10 +15,10 @@ import json
 import os
 import stat
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
-from .atomic import atomic_open, kind, remove_stale
-from .checkpoints import cpu_state_dict
+from .atomic import atomic_open, check_input, kind, remove_stale
 from .errors import first_line
 
 # A state file: this line, a JSON line {"key", "sha256"}, then the torch.save payload. The one
@@ -29,6 +29,8 @@ MAX_BYTES = 1 << 31  # the most read from a state file: ample for any model's we
 
 def snapshot(model, opt, scheduler, train_dl, history: list[dict]) -> dict:
     """Everything a later run needs to continue after ``history`` exactly: plain tensors."""
+    from .checkpoints import cpu_state_dict  # imports torch: this module does not, at first
+
     return {
         "model": cpu_state_dict(model),
         "optimizer": opt.state_dict(),
@@ -53,10 +55,29 @@ def _digest(files: list[Path], text: str = "") -> str:
     h = hashlib.sha256(text.encode())
     for path in files:
         h.update(Path(path).name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
+        check_input(path)  # a FIFO would block the read (and, on the early thread, the exit)
+        with open(path, "rb") as f:  # large reads: hashlib and read let go of the GIL
+            for chunk in iter(lambda: f.read(1 << 23), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+_early: dict[tuple[Path, ...], Future] = {}
+
+
+def data_files(prepared: str | os.PathLike) -> list[Path]:
+    """The prepared files a train stage reads: the key's ``data`` part."""
+    return [Path(prepared, f"{split}.pt") for split in ("train", "valid")]
+
+
+def hash_data_early(files: list[Path]) -> None:
+    """Start hashing ``files`` on another thread for ``key_parts`` to take: it runs beside
+    the stage's ``import torch`` (the hash was 0.13 s of a train stage, BENCHMARKS.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    _early[tuple(files)] = pool.submit(_digest, files)
+    pool.shutdown(wait=False)
 
 
 def code_files(script: str | os.PathLike) -> list[Path]:
@@ -91,10 +112,11 @@ def key_parts(config: dict, data_files: list[Path], script, world: int) -> dict[
     from .models import get_model
 
     get_model(config["arch"])  # imports the model's module, and what that module imports
+    early = _early.pop(tuple(data_files), None)
     return {
         "code": _digest(code_files(script), torch.__version__),
         "params": _digest([], json.dumps(config, sort_keys=True)),
-        "data": _digest(data_files),
+        "data": early.result() if early else _digest(data_files),
         "threads": str(torch.get_num_threads()),
         "world size": str(world),
     }

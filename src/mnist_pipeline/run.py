@@ -15,9 +15,8 @@ of torchrun's ranks (``distributed``), trains its share. Each process that train
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from . import atomic, distributed, launcher, threads
+from . import atomic, distributed, launcher, resume, threads
 from .params import Params
 
 
@@ -52,7 +51,10 @@ def train_run(
     nodes = params.distributed
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
-    if distributed.under_torchrun():
+    ranks = distributed.under_torchrun()
+    if ranks or (nodes.nproc == nodes.nnodes == 1 and params.resume and outputs and outputs.state):
+        resume.hash_data_early(resume.data_files(prepared))  # the key's data, beside torch's import
+    if ranks:
         distributed.recorded(_rank)(params, config, prepared, outputs, script, nodes)
     elif nodes.nproc > 1 or nodes.nnodes > 1:
         per_rank = threads.per_process(params.threads, nodes.nproc)  # the one place it is set
@@ -80,7 +82,7 @@ def _train(params, config, prepared, outputs, script, nodes, rank, world, device
 
     from .data import load_datasets
     from .history import write_history
-    from .resume import ResumeState, key_parts, state_key
+    from .resume import ResumeState, data_files, key_parts, state_key
     from .train import train_model
 
     writer = bool(outputs) and distributed.is_writer()
@@ -89,7 +91,7 @@ def _train(params, config, prepared, outputs, script, nodes, rank, world, device
     resumable = writer and params.resume and outputs.state
     resume, restart, writer_rank = None, "", rank
     if resumable or world > 1:
-        data = [Path(prepared, f"{split}.pt") for split in ("train", "valid")]
+        data = data_files(prepared)
         # The world size this node's settings ask for (a worker's --nnodes too), which a run
         # that forms anyway would not show: its WORLD_SIZE is the rendezvous's, on every node.
         parts = key_parts(config.to_dict(), data, script, nodes.nnodes * nodes.nproc)
