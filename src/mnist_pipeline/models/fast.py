@@ -58,11 +58,9 @@ class WhiteningStem(nn.Module):
         # 2x2 pooling as maxima (minima) of strided views: on the CPU about twice as fast as
         # max_pool2d, which also computes indices for backward.
         a, b, c, d = y[..., 0::2, 0::2], y[..., 0::2, 1::2], y[..., 1::2, 0::2], y[..., 1::2, 1::2]
-        out = y.new_empty(len(y), 2 * half, 7, 7)
-        torch.maximum(torch.maximum(a, b), torch.maximum(c, d), out=out[:, :half])
-        torch.minimum(torch.minimum(a, b), torch.minimum(c, d), out=out[:, half:])
-        out[:, half:].neg_()
-        return out.relu_()  # (N, C, 7, 7)
+        high = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+        low = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
+        return torch.cat([high, low.neg_()], 1).relu_()  # (N, C, 7, 7)
 
 
 def flatten_channels_last(x: torch.Tensor) -> torch.Tensor:
