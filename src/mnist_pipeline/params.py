@@ -20,7 +20,6 @@ from .models import model_names  # read from the models' source: no torch import
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-SOURCE_KEYS = {"url", "pip", "member", "checksums"}
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
 
 
@@ -205,22 +204,17 @@ def _section(where: str, raw: dict, table: dict[str, Key], extra: tuple[str, ...
     return values
 
 
-def _place(where: str) -> str:
-    """'params.yaml: fetch.' -> 'params.yaml: fetch': a key prefix as the place it names."""
-    return where.rstrip(".: ")
-
-
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
+    """Refuse a key not in ``allowed``; ``where`` is a key prefix ('params.yaml: fetch.')."""
     unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
-        raise UserError(
-            f"{_place(where)}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
-        )
+        valid = ", ".join(sorted(allowed))
+        raise UserError(f"{where.rstrip('.: ')}: unknown key {unknown[0]!r}; valid keys: {valid}")
 
 
 def _mapping(where: str, value: object) -> dict:
     if not isinstance(value, dict):
-        raise UserError(f"{_place(where)}: expected a mapping, got {value!r}")
+        raise UserError(f"{where.rstrip('.: ')}: expected a mapping, got {value!r}")
     return value
 
 
@@ -235,7 +229,7 @@ def parse_sources(raw: object, path: str = "sources.yaml") -> tuple[Source, ...]
     for i, entry in enumerate(raw):
         at = f"{where}sources[{i}]."
         entry = _mapping(at, entry)
-        _check_keys(at, entry, SOURCE_KEYS)
+        _check_keys(at, entry, {"url", "pip", "member", "checksums"})
         checksums = entry.get("checksums")
         if not isinstance(checksums, list) or not checksums:
             raise UserError(f"{at}checksums: expected a list like ['sha256:<hex>']")
