@@ -20,6 +20,7 @@ from typing import IO
 from .errors import UserError
 
 KINDS = {
+    stat.S_ISREG: "a regular file",
     stat.S_ISDIR: "a folder",
     stat.S_ISFIFO: "a FIFO",
     stat.S_ISCHR: "a character device",
@@ -31,8 +32,6 @@ KINDS = {
 
 def kind(mode: int) -> str:
     """What a file of ``st_mode`` is, in words: 'a regular file', 'a FIFO', 'a folder'..."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
     return next((k for is_kind, k in KINDS.items() if is_kind(mode)), "a special file")
 
 

@@ -58,10 +58,8 @@ def local_path(url: str) -> Path | None:
 
 
 def copy_local(path: Path, dest: Path) -> None:
-    if not path.exists():
-        raise SourceError(f"no such file: {path}")
     if not path.is_file():
-        raise SourceError(f"not a regular file: {path}")
+        raise SourceError(f"{'not a regular file' if path.exists() else 'no such file'}: {path}")
     try:  # a read failure is the source's, not the output's "cannot write"
         src = open(path, "rb")
     except OSError as err:
