@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import warnings
 
 import numpy as np
 
+from .atomic import kind
 from .errors import UserError
 
 FIELD = 28  # MNIST image side
@@ -50,9 +52,6 @@ def _open_regular(path: str, name: str):
     stat first, so a FIFO is never opened (opening one for reading would wait for a writer);
     the open is non-blocking and checked again, in case the path changed in between.
     """
-    import stat
-
-    from .atomic import kind
 
     def check(mode: int) -> None:
         if not stat.S_ISREG(mode):
