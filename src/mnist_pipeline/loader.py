@@ -37,11 +37,8 @@ class Batches:
                 lo, hi = bounds[self.rank], bounds[self.rank + 1]
                 weight = (hi - lo) * self.world / (stop - start)
                 start, stop = lo, hi
-            if order is None:
-                yield self.x[start:stop], self.y[start:stop], weight  # views: no copy
-            else:
-                idx = order[start:stop]
-                yield self.x[idx], self.y[idx], weight
+            idx = slice(start, stop) if order is None else order[start:stop]  # a slice: views
+            yield self.x[idx], self.y[idx], weight
 
 
 def get_data(train_ds, valid_ds, bs, *, device="cpu", seed=0, image_input=False, rank=0, world=1):

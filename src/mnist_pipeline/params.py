@@ -7,6 +7,7 @@ silently adds (``-S lrr=0.1``) fails loudly instead of being ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,6 @@ from .models import model_names  # read from the models' source: no torch import
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-SOURCE_KEYS = {"url", "pip", "member", "checksums"}
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
 
 
@@ -98,14 +98,6 @@ class Params:
         return self.models[name]
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return (isinstance(v, int | float)) and not isinstance(v, bool)
-
-
 REQUIRED = object()  # a key with no default must be in params.yaml
 
 
@@ -116,7 +108,17 @@ class Key:
     check: Callable[[Any], bool]
     expected: str
     default: Any = REQUIRED
-    cast: Callable[[Any], Any] = lambda v: v  # e.g. float, so that lr: 1 and lr: 1.0 agree
+    cast: Callable[[Any], Any] = lambda v: v
+
+
+def _int(expected: str, lo: int, hi: float = math.inf, default: Any = REQUIRED) -> Key:
+    """An integer in [lo, hi]; YAML's true and false are not integers."""
+    return Key(lambda v: type(v) is int and lo <= v <= hi, expected, default)
+
+
+def _number(ok: Callable[[Any], bool], expected: str, default: Any = REQUIRED) -> Key:
+    """An integer or float for which ``ok`` holds, read as a float: lr: 1 and lr: 1.0 agree."""
+    return Key(lambda v: type(v) in (int, float) and ok(v), expected, default, float)
 
 
 def _one_of(*names: str) -> Key:
@@ -140,66 +142,55 @@ def _endpoint(v: object) -> bool:
 MODEL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 MODEL_NAMES = "1-64 letters, digits, _ or -, starting with a letter or _"
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes 0..2**64-1 (and negatives, which wrap)
-TIMEOUT_MAX = 86400.0  # a day: longer than any download or rendezvous, short of a hang
-
-
-def _timeout(v: object) -> bool:
-    """Seconds, finite and at most a day: nan, .inf and 1e308 would overflow a deadline."""
-    return _is_number(v) and 0 < v <= TIMEOUT_MAX
-
+# A day: longer than any download or rendezvous, short of a hang. Finite: nan, .inf and 1e308
+# would overflow a deadline.
+TIMEOUT_MAX = 86400.0
+SECONDS = f"a number of seconds in (0, {TIMEOUT_MAX:g}]"
+POSITIVE = "a positive integer"
+FRACTION = "a number in [0, 1)"
+MAX_THREADS = 1024
 
 # Adding a key is one line here, one field in TrainConfig/DistributedConfig, one in params.yaml.
 # Shared keys sit at the top level; each model may override them.
 SHARED = {
-    "seed": Key(lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"an integer 0..{SEED_MAX}"),
+    "seed": _int(f"an integer 0..{SEED_MAX}", 0, SEED_MAX),
     "device": Key(
         lambda v: isinstance(v, str) and bool(DEVICE_RE.match(v)),
         "one of auto, cpu, cuda, cuda:N, mps",
     ),
-    "epochs": Key(lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "bs": Key(lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "lr": Key(lambda v: _is_number(v) and 0 < v < float("inf"), "a positive number", cast=float),
-    "momentum": Key(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", cast=float),
+    "epochs": _int(POSITIVE, 1),
+    "bs": _int(POSITIVE, 1),
+    "lr": _number(lambda v: 0 < v < math.inf, "a positive number"),
+    "momentum": _number(lambda v: 0 <= v < 1, FRACTION),
 }
 # Keys only a model sets (under models.<name>), with their defaults.
 MODEL_ONLY = {
     "optimizer": _one_of(*OPTIMIZERS),
     "scheduler": _one_of(*SCHEDULERS),
-    "weight_decay": Key(
-        lambda v: _is_number(v) and 0 <= v < float("inf"),
-        "a finite non-negative number",
-        0.0,
-        cast=float,
-    ),
-    "label_smoothing": Key(
-        lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", 0.0, cast=float
-    ),
+    "weight_decay": _number(lambda v: 0 <= v < math.inf, "a finite non-negative number", 0.0),
+    "label_smoothing": _number(lambda v: 0 <= v < 1, FRACTION, 0.0),
 }
 DISTRIBUTED = {
-    "nproc": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
-    "nnodes": Key(lambda v: _is_int(v) and v > 0, "a positive integer", 1),
+    "nproc": _int(POSITIVE, 1, default=1),
+    "nnodes": _int(POSITIVE, 1, default=1),
     "rdzv_endpoint": Key(_endpoint, ENDPOINT, ""),
-    "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 300),
-    "max_restarts": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer", MAX_RESTARTS),
+    "timeout": _number(lambda v: 0 < v <= TIMEOUT_MAX, SECONDS, 300),
+    "max_restarts": _int("a non-negative integer", 0, default=MAX_RESTARTS),
 }
-MAX_THREADS = 1024
 OTHER_TOP = {
     "resume": Key(lambda v: isinstance(v, bool), "true or false", True),
-    "threads": Key(
-        lambda v: _is_int(v) and 0 <= v <= MAX_THREADS,
-        f"an integer from 0 to {MAX_THREADS} (0: torch's default, one per core)",
-        0,
+    "threads": _int(
+        f"an integer from 0 to {MAX_THREADS} (0: torch's default, one per core)", 0, MAX_THREADS, 0
     ),
 }
 # Where fetch gets the data is not a setting of an experiment: it lives in sources.yaml.
-FETCH = {
-    "timeout": Key(_timeout, f"a number of seconds in (0, {TIMEOUT_MAX:g}]", 30, cast=float),
-}
+FETCH = {"timeout": _number(lambda v: 0 < v <= TIMEOUT_MAX, SECONDS, 30)}
 
 
-def _section(where: str, raw: dict, table: dict[str, Key]) -> dict:
-    """Every key of ``table``, checked, with defaults filled in; unknown keys are refused."""
-    _check_keys(where, raw, set(table))
+def _section(where: str, raw: dict, table: dict[str, Key], extra: tuple[str, ...] = ()) -> dict:
+    """Every key of ``table``, checked, with defaults filled in; keys not in it (nor in
+    ``extra``, read elsewhere) are refused."""
+    _check_keys(where, raw, {*table, *extra})
     values = {}
     for key, spec in table.items():
         if key in raw:
@@ -213,22 +204,17 @@ def _section(where: str, raw: dict, table: dict[str, Key]) -> dict:
     return values
 
 
-def _place(where: str) -> str:
-    """'params.yaml: fetch.' -> 'params.yaml: fetch': a key prefix as the place it names."""
-    return where.rstrip(".: ")
-
-
 def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
+    """Refuse a key not in ``allowed``; ``where`` is a key prefix ('params.yaml: fetch.')."""
     unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
-        raise UserError(
-            f"{_place(where)}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
-        )
+        valid = ", ".join(sorted(allowed))
+        raise UserError(f"{where.rstrip('.: ')}: unknown key {unknown[0]!r}; valid keys: {valid}")
 
 
 def _mapping(where: str, value: object) -> dict:
     if not isinstance(value, dict):
-        raise UserError(f"{_place(where)}: expected a mapping, got {value!r}")
+        raise UserError(f"{where.rstrip('.: ')}: expected a mapping, got {value!r}")
     return value
 
 
@@ -243,7 +229,7 @@ def parse_sources(raw: object, path: str = "sources.yaml") -> tuple[Source, ...]
     for i, entry in enumerate(raw):
         at = f"{where}sources[{i}]."
         entry = _mapping(at, entry)
-        _check_keys(at, entry, SOURCE_KEYS)
+        _check_keys(at, entry, {"url", "pip", "member", "checksums"})
         checksums = entry.get("checksums")
         if not isinstance(checksums, list) or not checksums:
             raise UserError(f"{at}checksums: expected a list like ['sha256:<hex>']")
@@ -265,9 +251,9 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
     """Validate the parsed YAML of params.yaml and resolve every model's settings."""
     where = f"{path}: "
     raw = _mapping(path, raw)
-    _check_keys(where, raw, {*SHARED, *OTHER_TOP, "fetch", "models", "distributed"})
-    shared = _section(where, {k: v for k, v in raw.items() if k in SHARED}, SHARED)
-    top = _section(where, {k: v for k, v in raw.items() if k in OTHER_TOP}, OTHER_TOP)
+    top = _section(where, raw, SHARED | OTHER_TOP, ("fetch", "models", "distributed"))
+    # What a model does not set, it inherits from the top level.
+    inherited = {k: dataclasses.replace(SHARED[k], default=top[k]) for k in SHARED}
 
     fetch = _mapping(f"{where}fetch", raw.get("fetch", {}))
     if "sources" in fetch:
@@ -286,45 +272,32 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
         raise UserError(f"{where}models: expected a non-empty mapping of model name to settings")
     resolved = {}
     for name, settings in models.items():
-        _check_model_name(where, name)
+        if not (isinstance(name, str) and MODEL_NAME_RE.fullmatch(name)):
+            kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+            hint = "" if isinstance(name, str) else f" (YAML reads it as {kind.get(type(name))})"
+            raise UserError(
+                f"{where}models: model name {name!r} is not allowed{hint}; use {MODEL_NAMES}"
+            )
         at = f"{where}models.{name}."
-        settings = dict(_mapping(at, settings if settings is not None else {}))
-        written = "arch" in settings
-        arch = settings.pop("arch", name)
+        settings = _mapping(at, {} if settings is None else settings)
+        arch = settings.get("arch", name)
         if arch not in model_names():
             valid = ", ".join(model_names())
-            if written:
+            if "arch" in settings:
                 raise UserError(f"{at}arch: unknown architecture {arch!r}; valid: {valid}")
             raise UserError(
                 f"{at[:-1]}: no model named {name!r} in src/mnist_pipeline/models/ "
                 f"(set arch: to one of them): valid: {valid}"
             )
-        _check_keys(at, settings | {"arch": arch}, {"arch", *SHARED, *MODEL_ONLY})
-        values = shared | _section(at, settings, {**SHARED, **MODEL_ONLY} | _defaults(shared))
+        values = _section(at, settings, inherited | MODEL_ONLY, ("arch",))
         if values["bs"] < ranks:
             raise UserError(
                 f"{at}bs: {values['bs']} is smaller than the {ranks} ranks "
                 "(distributed.nproc x distributed.nnodes) it is split across"
             )
-        resolved[str(name)] = TrainConfig(
-            name=str(name), arch=arch, nproc=distributed.nproc, **values
-        )
-    return Params(path=path, fetch=fetch_config, models=resolved, distributed=distributed, **top)
-
-
-def _check_model_name(where: str, name: object) -> None:
-    """Refuse a name outside MODEL_NAME_RE; YAML's 1, true or null keys are not strings."""
-    if not (isinstance(name, str) and MODEL_NAME_RE.fullmatch(name)):
-        kind = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
-        hint = "" if isinstance(name, str) else f" (YAML reads it as {kind.get(type(name))})"
-        raise UserError(
-            f"{where}models: model name {name!r} is not allowed{hint}; use {MODEL_NAMES}"
-        )
-
-
-def _defaults(shared: dict) -> dict[str, Key]:
-    """SHARED with the top level's values as defaults: what a model does not set, it inherits."""
-    return {k: dataclasses.replace(SHARED[k], default=v) for k, v in shared.items()}
+        resolved[name] = TrainConfig(name=name, arch=arch, nproc=distributed.nproc, **values)
+    others = {k: top[k] for k in OTHER_TOP}
+    return Params(path=path, fetch=fetch_config, models=resolved, distributed=distributed, **others)
 
 
 MAX_INT_BITS = 1024  # a seed has 64; a longer integer is no setting, and repr() may fail
@@ -333,19 +306,20 @@ MAX_DEPTH = 50  # params.yaml nests 4 levels; past this a file is a mistake or a
 MAX_VALUES = 20_000  # values once aliases are expanded: params.yaml has a few hundred
 
 
-def _plain(value: object, path: str = "params.yaml") -> object:
-    """Plain dict, list, str, int, float, bool and None: what a checkpoint or JSON can hold.
+def _plain(value: object, path: str) -> object:
+    """A copy with plain dicts and lists (ruamel's safe loader already gives plain scalars).
 
     Rarer tags (dates, sets, binary) are kept as they are: no key accepts them, so its check
     refuses each in one line. Each use of an alias is a copy: past MAX_VALUES values (an
     alias bomb: nine levels of nine aliases in 4 KB) or MAX_DEPTH levels, the file is refused
     before the copy grows.
     """
-    left = [MAX_VALUES]
+    left = MAX_VALUES
 
     def copy(value: object, depth: int) -> object:
-        left[0] -= 1
-        if left[0] < 0:
+        nonlocal left
+        left -= 1
+        if left < 0:
             raise UserError(
                 f"{path}: over {MAX_VALUES} values (aliases expanded); "
                 "a settings file has a few hundred: use fewer aliases"
@@ -358,11 +332,8 @@ def _plain(value: object, path: str = "params.yaml") -> object:
             if any(isinstance(k, list | dict | tuple) for k in value):
                 raise UserError(f"{path}: a key that is a list or a mapping; keys are names")
             return {copy(k, depth + 1): copy(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list):
             return [copy(v, depth + 1) for v in value]
-        for kind in (bool, int, float, str):  # bool first: it is an int
-            if isinstance(value, kind):
-                return kind(value)
         return value
 
     return copy(value, 0)
@@ -378,15 +349,13 @@ def _read_yaml(path: Path, what: str) -> object:
             data = f.read(MAX_BYTES + 1)
         if len(data) > MAX_BYTES:
             raise UserError(f"{path}: over {MAX_BYTES} bytes; a {what} is a few KB")
-        text = data.decode("utf-8")
+        raw = YAML(typ="safe").load(data.decode("utf-8"))  # as dvc.utils.serialize.parse_yaml
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read {what} ({err.strerror})") from None
-    except UnicodeDecodeError as err:
+    except UnicodeDecodeError as err:  # before ValueError, which it is
         raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    try:
-        raw = YAML(typ="safe").load(text)  # as dvc.utils.serialize.parse_yaml
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

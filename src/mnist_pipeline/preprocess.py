@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import warnings
 
 import numpy as np
 
+from .atomic import kind
 from .errors import UserError
 
 FIELD = 28  # MNIST image side
@@ -50,9 +52,6 @@ def _open_regular(path: str, name: str):
     stat first, so a FIFO is never opened (opening one for reading would wait for a writer);
     the open is non-blocking and checked again, in case the path changed in between.
     """
-    import stat
-
-    from .atomic import kind
 
     def check(mode: int) -> None:
         if not stat.S_ISREG(mode):
@@ -65,11 +64,10 @@ def _open_regular(path: str, name: str):
         raise UserError(f"{name}: image file not found") from None
     except OSError as err:  # permission, a name too long...
         raise UserError(f"{name}: cannot read image ({err.strerror or err})") from None
-    try:
-        check(os.fstat(f.fileno()).st_mode)
-    except BaseException:
+    mode = os.fstat(f.fileno()).st_mode
+    if not stat.S_ISREG(mode):
         f.close()
-        raise
+        check(mode)
     return f
 
 
@@ -81,15 +79,13 @@ def read_image(source, name: str | None = None):
     """
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(source, Image.Image):
-        _check_size(source, name or "image")
-        return source
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
             raise UserError(f"{name or 'array'}: expected uint8 (H, W) or (H, W, 3|4) pixels")
-        image = Image.fromarray(source)
-        _check_size(image, name or "array")
-        return image
+        source, name = Image.fromarray(source), name or "array"
+    if isinstance(source, Image.Image):
+        _check_size(source, name or "image")
+        return source
     if hasattr(source, "read"):  # a binary file object: dvc.api.open(..., mode="rb"), say
         path = name or getattr(source, "name", None) or "image file object"
         opened_file = contextlib.nullcontext(source)
@@ -142,22 +138,13 @@ def grayscale(image, name: str = "image") -> np.ndarray:
         raise UserError(f"{name}: cannot make a {image.mode} image grayscale ({err})") from None
 
 
-def border(a: np.ndarray) -> np.ndarray:
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-
-
-def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
-    rows, cols = np.indices(a.shape)
-    total = a.sum()
-    return (rows * a).sum() / total, (cols * a).sum() / total
-
-
 def to_mnist(image, name: str = "image") -> np.ndarray:
     """28x28 uint8 pixels in MNIST form (white ink on 0) for one image of one digit."""
     from PIL import Image
 
     a = grayscale(read_image(image, name), name)
-    background = np.median(border(a))
+    border = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    background = np.median(border)
     light = background > 127  # ink on paper
     if light:
         a, background = 255 - a, 255 - background
@@ -172,7 +159,9 @@ def to_mnist(image, name: str = "image") -> np.ndarray:
     size = (max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale)))
     resized = Image.fromarray(a.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(resized), 0, 255)
-    cy, cx = centre_of_mass(digit)
+    rows, cols = np.indices(digit.shape)  # its centre of mass: (cy, cx)
+    total = digit.sum()
+    cy, cx = (rows * digit).sum() / total, (cols * digit).sum() / total
     top = int(np.clip(round(FIELD // 2 - cy), 0, FIELD - digit.shape[0]))
     left = int(np.clip(round(FIELD // 2 - cx), 0, FIELD - digit.shape[1]))
     field = np.zeros((FIELD, FIELD))
