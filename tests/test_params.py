@@ -222,6 +222,8 @@ NUMBERS = [  # (a line of params.yaml, the error; None if accepted)
     ("lr: .inf", "lr: expected a positive number, got inf"),
     ("lr: .nan", "lr: expected a positive number, got nan"),
     ("lr: 1e400", "lr: expected a positive number, got inf"),
+    (f"lr: {2**1023}", None),  # an integer as large as the largest float
+    (f"lr: {2**1024 - 1}", f"lr: expected a positive number, got {2**1024 - 1}"),
     ("seed: 18446744073709551615", None),
     ("seed: 0x10", None),
     (

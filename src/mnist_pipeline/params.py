@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,12 @@ def _int(expected: str, lo: int, hi: float = math.inf, default: Any = REQUIRED) 
 
 def _number(ok: Callable[[Any], bool], expected: str, default: Any = REQUIRED) -> Key:
     """An integer or float for which ``ok`` holds, read as a float: lr: 1 and lr: 1.0 agree."""
-    return Key(lambda v: type(v) in (int, float) and ok(v), expected, default, float)
+    return Key(  # an integer past the largest float would overflow the cast
+        lambda v: type(v) in (int, float) and abs(v) <= sys.float_info.max and ok(v),
+        expected,
+        default,
+        float,
+    )
 
 
 def _one_of(*names: str) -> Key:
