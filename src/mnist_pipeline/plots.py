@@ -45,35 +45,33 @@ def drawn_by(workers: int):
 def draw_all(queued: list[tuple], workers: int) -> None:
     """Draw each (function, args, kwargs) of ``queued``, in ``workers`` forked processes."""
     global _drawing
-    if workers < 2 or len(queued) < 2:
-        errors = []
-        for draw, args, kwargs in queued:
-            try:
-                draw(*args, **kwargs)
-            except Exception as err:
-                errors.append(err)
-        if errors:
-            raise errors[0]
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork: each worker starts with matplotlib imported and the pictures in memory (nothing
-    # is pickled but an index); the workers draw and call no torch.
     _drawing = queued
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(queued)), mp_context=context) as pool:
-            futures = [pool.submit(_draw_one, i) for i in range(len(queued))]
+        if workers < 2 or len(queued) < 2:
+            errors = [_draw_one(i) for i in range(len(queued))]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork: each worker starts with matplotlib imported and the pictures in memory
+            # (nothing is pickled but an index); the workers draw and call no torch.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(queued)), mp_context=context) as pool:
+                errors = list(pool.map(_draw_one, range(len(queued))))
     finally:
         _drawing = []
-    for future in futures:
-        future.result()
+    for error in errors:
+        if error is not None:
+            raise error
 
 
-def _draw_one(index: int) -> None:
+def _draw_one(index: int) -> Exception | None:
+    """Draw picture ``index`` of ``_drawing``; its error, returned: the others still draw."""
     draw, args, kwargs = _drawing[index]
-    draw(*args, **kwargs)
+    try:
+        draw(*args, **kwargs)
+    except Exception as err:
+        return err
 
 
 def _queueable(draw):
@@ -151,15 +149,11 @@ def curves_png(histories: dict[str, list[dict]], path) -> None:
     """Train/val loss and val accuracy per epoch, every model on the same two panels."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, (name, history) in enumerate(histories.items()):
-        color = f"C{i}"
+        line = {"color": f"C{i}", "marker": "o"}
         epochs = [row["epoch"] for row in history]  # from 0, as the stage and vega count
-        loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", color=color, marker="o")
-        loss_ax.plot(
-            epochs, [r["val_loss"] for r in history], "-", color=color, marker="o", label=name
-        )
-        acc_ax.plot(
-            epochs, [r["val_acc"] for r in history], "-", color=color, marker="o", label=name
-        )
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", **line)
+        loss_ax.plot(epochs, [r["val_loss"] for r in history], "-", **line, label=name)
+        acc_ax.plot(epochs, [r["val_acc"] for r in history], "-", **line, label=name)
     loss_ax.plot([], [], "k--", label="train (dashed; as trained: label-smoothed where set)")
     loss_ax.plot([], [], "k-", label="validation (solid)")
     loss_ax.set(title="Loss per epoch", xlabel="epoch", ylabel="cross-entropy loss")
