@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from . import atomic
-from .errors import UserError
 from .history import read_history
 
 NUM_CLASSES = 10
@@ -123,7 +122,7 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
     for name, config in params.models.items():
         path = Path(models_dir, f"{name}.pt")
         results[name] = score(path, config, splits, select_device(config.device))
-        histories[name] = _history(Path(history_dir, f"{name}.tsv"))
+        histories[name] = read_history(Path(history_dir, f"{name}.tsv"))
 
     with plots.drawn_by(torch_threads):  # the pictures, drawn on leaving the block
         for name, result in results.items():
@@ -143,15 +142,6 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
             f"The first {len(shown)} validation digits with their labels",
         )
     print(f"evaluate: {outputs.summary}, {outputs.curves_png}, {outputs.digits_png}")
-
-
-def _history(path: Path) -> list[dict]:
-    try:
-        return read_history(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
 
 
 def _write_model(outputs: Outputs, name: str, result: dict, valid_split) -> None:

@@ -127,12 +127,11 @@ class AdamW(OneGroupOptimizer):
             fused=True,
             decoupled_weight_decay=True,
         )
-        preserve = torch.preserve_format
         for p in self.params:
             self.state[p] = {
                 "step": torch.zeros((), device=p.device),  # on the device, as fused wants
-                "exp_avg": torch.zeros_like(p, memory_format=preserve),
-                "exp_avg_sq": torch.zeros_like(p, memory_format=preserve),
+                "exp_avg": torch.zeros_like(p),  # memory_format=torch.preserve_format
+                "exp_avg_sq": torch.zeros_like(p),
             }
 
     def _update(self, group: dict) -> None:
