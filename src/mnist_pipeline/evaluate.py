@@ -1,9 +1,5 @@
-"""Scoring: every model of params.yaml on the validation and test splits, and what shows it.
-
-``evaluate_models`` is the evaluate stage's work: each checkpoint scored (loss summed and
-divided by N, accuracy, per-class accuracy, confusion), then the metrics, details, confusion
-counts and pictures of each model and the summary, curves and digits of all (``Outputs``).
-"""
+"""Scoring: every model of params.yaml on the validation and test splits, and what shows it
+(``evaluate_models``: the evaluate stage's work, writing ``Outputs``)."""
 
 from __future__ import annotations
 
@@ -52,12 +48,8 @@ def classification_metrics(outputs: torch.Tensor, targets: torch.Tensor, loss_fu
 
 def confusion_csv(confusion: list[list[int]]) -> str:
     """The confusion matrix as CSV, one row per (actual, predicted) cell: 100 rows, not N."""
-    rows = (
-        f"{actual},{predicted},{count}\n"
-        for actual, row in enumerate(confusion)
-        for predicted, count in enumerate(row)
-    )
-    return "actual,predicted,count\n" + "".join(rows)
+    cells = (f"{a},{p},{n}\n" for a, row in enumerate(confusion) for p, n in enumerate(row))
+    return "actual,predicted,count\n" + "".join(cells)
 
 
 def score(checkpoint_path, config, splits: dict, device) -> dict:

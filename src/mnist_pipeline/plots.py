@@ -106,10 +106,8 @@ def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) 
     cell = 36  # 28 pixels of digit and a white margin
     canvas = np.zeros((rows * cell, cols * cell), dtype=np.float32)
     for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * cell + 6 : r * cell + 34, c * cell + 4 : c * cell + 32] = np.reshape(
-            image, (28, 28)
-        )
+        top, left = (k * cell for k in divmod(i, cols))
+        canvas[top + 6 : top + 34, left + 4 : left + 32] = np.reshape(image, (28, 28))
     fig, ax = plt.subplots(figsize=(cols * 1.3, rows * 1.5 + 0.6))
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
