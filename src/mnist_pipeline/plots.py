@@ -132,10 +132,7 @@ def confusion_png(confusion, path, title: str) -> None:
         for j, count in enumerate(row):
             color = "white" if count > peak / 2 else "black"
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted label", ylabel="true label")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="validation samples")
     fig.tight_layout()
