@@ -116,18 +116,19 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
         results[name] = score(path, config, splits, select_device(config.device))
         histories[name] = read_history(Path(history_dir, f"{name}.tsv"))
 
-    with plots.drawn_by(torch_threads):  # the pictures, drawn on leaving the block
+    with plots.drawn_by(torch_threads) as draw:  # the pictures, drawn on leaving the block
         for name, result in results.items():
-            _write_model(outputs, name, result, splits["valid"])
+            _write_model(outputs, name, result, splits["valid"], draw)
             acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
             print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
         atomic.write_json(outputs.metrics, {name: r["metrics"] for name, r in results.items()})
         rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
         atomic.write_text(outputs.summary, summary_table(rows))
-        plots.curves_png(histories, outputs.curves_png)
+        draw(plots.curves_png, histories, outputs.curves_png)
         x, y = splits["valid"]
         shown = range(min(DIGITS_SHOWN, len(y)))
-        plots.digit_grid(
+        draw(
+            plots.digit_grid,
             [x[i].numpy() for i in shown],
             [f"label {int(y[i])}" for i in shown],
             outputs.digits_png,
@@ -136,8 +137,8 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
     print(f"evaluate: {outputs.summary}, {outputs.curves_png}, {outputs.digits_png}")
 
 
-def _write_model(outputs: Outputs, name: str, result: dict, valid_split) -> None:
-    """Write one model's details, confusion counts and pictures."""
+def _write_model(outputs: Outputs, name: str, result: dict, valid_split, draw) -> None:
+    """Write one model's details and confusion counts, and queue its pictures to ``draw``."""
     from . import plots
 
     valid = result["valid"]
@@ -148,12 +149,13 @@ def _write_model(outputs: Outputs, name: str, result: dict, valid_split) -> None
     counts = Path(outputs.confusion_counts_dir, f"{name}.csv")
     atomic.write_text(counts, confusion_csv(valid["confusion"]))
     title = f"{name}: validation confusion matrix (accuracy {valid['acc']:.4f})"
-    plots.confusion_png(valid["confusion"], Path(outputs.confusion_dir, f"{name}.png"), title)
+    draw(plots.confusion_png, valid["confusion"], Path(outputs.confusion_dir, f"{name}.png"), title)
     x, y = valid_split
     actual, predicted = y.tolist(), valid["predicted"].tolist()
     wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
     shown = wrong[:MISCLASSIFIED_SHOWN]
-    plots.digit_grid(
+    draw(
+        plots.digit_grid,
         [x[i].numpy() for i in shown],
         [f"{actual[i]} as {predicted[i]}" for i in shown],
         Path(outputs.misclassified_dir, f"{name}.png"),

@@ -1,15 +1,13 @@
 """Pictures drawn with matplotlib: each PNG has a title, axes and a legend and stands alone.
 
-Drawing is most of what the evaluate stage does besides `import torch`. Inside
-``drawn_by(workers)`` each picture function queues its picture, and leaving the block draws
-them in that many forked processes: a picture's bytes depend only on its data, not on where
-it was drawn.
+Drawing is most of what the evaluate stage does besides `import torch`. ``drawn_by(workers)``
+queues the pictures asked for in its block, and leaving the block draws them in that many
+forked processes: a picture's bytes depend only on its data, not on where it was drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 
 import matplotlib
@@ -21,24 +19,16 @@ from .atomic import atomic_path  # noqa: E402
 
 DPI = 100
 PNG_METADATA = {"Software": None}  # no version string: the bytes depend only on the data
-
-
-_queued: list[tuple] | None = None  # inside drawn_by: the pictures to draw on leaving it
 _drawing: list[tuple] = []  # what the forked workers draw, by index
 
 
 @contextlib.contextmanager
 def drawn_by(workers: int):
-    """Queue the pictures asked for in the block; on leaving it, draw them in ``workers``
-    forked processes (here, one by one, with 1 worker or 1 picture). Every picture is drawn
-    before the first error, if any, is raised."""
-    global _queued
-    outer, _queued = _queued, []
-    try:
-        yield
-        queued = _queued
-    finally:
-        _queued = outer
+    """Yield ``draw(picture_function, *args, **kwargs)``, which queues that picture; on leaving
+    the block, draw the queue in ``workers`` forked processes (here, one by one, with 1 worker
+    or 1 picture). Every picture is drawn before the first error, if any, is raised."""
+    queued: list[tuple] = []
+    yield lambda picture, *args, **kwargs: queued.append((picture, args, kwargs))
     draw_all(queued, workers)
 
 
@@ -74,25 +64,12 @@ def _draw_one(index: int) -> Exception | None:
         return err
 
 
-def _queueable(draw):
-    """``draw``, queued instead inside ``drawn_by``."""
-
-    @functools.wraps(draw)
-    def picture(*args, **kwargs):
-        if _queued is None:
-            return draw(*args, **kwargs)
-        _queued.append((draw, args, kwargs))
-
-    return picture
-
-
 def _save(fig, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
     plt.close(fig)
 
 
-@_queueable
 def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) -> None:
     """A grid of 28x28 digits, each titled (e.g. 'label 7' or 'true 7 / pred 2').
 
@@ -122,7 +99,6 @@ def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) 
     _save(fig, path)
 
 
-@_queueable
 def confusion_png(confusion, path, title: str) -> None:
     """A 10x10 confusion matrix with counts in each cell and a colour bar as its legend."""
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
@@ -139,7 +115,6 @@ def confusion_png(confusion, path, title: str) -> None:
     _save(fig, path)
 
 
-@_queueable
 def curves_png(histories: dict[str, list[dict]], path) -> None:
     """Train/val loss and val accuracy per epoch, every model on the same two panels."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
