@@ -51,8 +51,6 @@ PAGE = """<!DOCTYPE html>
 </html>
 """
 
-PLACEHOLDERS = ("{scripts}", "{plot_divs}", "{refresh_tag}")
-
 
 def render_page() -> str:
     """The template's text: DVC's page, with the bundle inlined where its CDN scripts were."""
@@ -63,7 +61,7 @@ def render_page() -> str:
     # bundle would be replaced. Neither is in any bundle seen so far: refuse rather than guess.
     if "</script" in bundle.lower():
         raise ValueError("the vega bundle contains '</script': it cannot be inlined as is")
-    for placeholder in PLACEHOLDERS:
+    for placeholder in ("{scripts}", "{plot_divs}", "{refresh_tag}"):
         if placeholder in bundle:
             raise ValueError(f"the vega bundle contains DVC's placeholder {placeholder}")
     fills = {
