@@ -35,10 +35,14 @@ def drawn_by(workers: int):
 def draw_all(queued: list[tuple], workers: int) -> None:
     """Draw each (function, args, kwargs) of ``queued``, in ``workers`` forked processes."""
     global _drawing
-    _drawing = queued
+    _drawing, errors = queued, []
     try:
         if workers < 2 or len(queued) < 2:
-            errors = [_draw_one(i) for i in range(len(queued))]
+            for index in range(len(queued)):
+                try:
+                    _draw_one(index)
+                except Exception as err:
+                    errors.append(err)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -47,7 +51,8 @@ def draw_all(queued: list[tuple], workers: int) -> None:
             # (nothing is pickled but an index); the workers draw and call no torch.
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(min(workers, len(queued)), mp_context=context) as pool:
-                errors = list(pool.map(_draw_one, range(len(queued))))
+                futures = [pool.submit(_draw_one, i) for i in range(len(queued))]
+            errors = [f.exception() for f in futures]  # each with the worker's traceback
     finally:
         _drawing = []
     for error in errors:
@@ -55,13 +60,9 @@ def draw_all(queued: list[tuple], workers: int) -> None:
             raise error
 
 
-def _draw_one(index: int) -> Exception | None:
-    """Draw picture ``index`` of ``_drawing``; its error, returned: the others still draw."""
+def _draw_one(index: int) -> None:
     draw, args, kwargs = _drawing[index]
-    try:
-        draw(*args, **kwargs)
-    except Exception as err:
-        return err
+    draw(*args, **kwargs)
 
 
 def _save(fig, path: str | os.PathLike) -> None:
