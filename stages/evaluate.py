@@ -38,19 +38,12 @@ def main() -> None:
     parser.add_argument("--digits-png", required=True)
     args = parser.parse_args()
 
+    from dataclasses import fields
+
     from mnist_pipeline.evaluate import Outputs, evaluate_models
     from mnist_pipeline.params import load_params
 
-    outputs = Outputs(
-        args.metrics,
-        args.details_dir,
-        args.confusion_counts_dir,
-        args.confusion_dir,
-        args.misclassified_dir,
-        args.summary,
-        args.curves_png,
-        args.digits_png,
-    )
+    outputs = Outputs(**{f.name: getattr(args, f.name) for f in fields(Outputs)})
     evaluate_models(
         load_params(args.params), args.prepared, args.models_dir, args.history_dir, outputs
     )

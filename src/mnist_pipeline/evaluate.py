@@ -1,20 +1,15 @@
-"""Scoring: every model of params.yaml on the validation and test splits, and what shows it.
-
-``evaluate_models`` is the evaluate stage's work: each checkpoint scored (loss summed and
-divided by N, accuracy, per-class accuracy, confusion), then the metrics, details, confusion
-counts and pictures of each model and the summary, curves and digits of all (``Outputs``).
-"""
+"""Scoring: every model of params.yaml on the validation and test splits, and what shows it
+(``evaluate_models``: the evaluate stage's work, writing ``Outputs``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import atomic
-from .errors import UserError
+from .history import read_history
 
 NUM_CLASSES = 10
 MISCLASSIFIED_SHOWN = 32
@@ -53,12 +48,8 @@ def classification_metrics(outputs: torch.Tensor, targets: torch.Tensor, loss_fu
 
 def confusion_csv(confusion: list[list[int]]) -> str:
     """The confusion matrix as CSV, one row per (actual, predicted) cell: 100 rows, not N."""
-    rows = (
-        f"{actual},{predicted},{count}\n"
-        for actual, row in enumerate(confusion)
-        for predicted, count in enumerate(row)
-    )
-    return "actual,predicted,count\n" + "".join(rows)
+    cells = (f"{a},{p},{n}\n" for a, row in enumerate(confusion) for p, n in enumerate(row))
+    return "actual,predicted,count\n" + "".join(cells)
 
 
 def score(checkpoint_path, config, splits: dict, device) -> dict:
@@ -96,13 +87,13 @@ class Outputs:
     """Where evaluate writes, as dvc.yaml names it; a folder holds one file per model."""
 
     metrics: str  # {model: {val_loss, val_acc, test_loss, test_acc}}: results only
-    details: str  # <name>.json: per-class validation accuracy and the confusion matrix
-    confusion_counts: str  # <name>.csv: actual,predicted,count, 100 rows (dvc's confusion plot)
-    confusion: str  # <name>.png: the confusion matrix (true label down, as in dvc's)
-    misclassified: str  # <name>.png: misclassified validation digits, true and predicted
+    details_dir: str  # <name>.json: per-class validation accuracy and the confusion matrix
+    confusion_counts_dir: str  # <name>.csv: actual,predicted,count (dvc's confusion plot)
+    confusion_dir: str  # <name>.png: the confusion matrix (true label down, as in dvc's)
+    misclassified_dir: str  # <name>.png: misclassified validation digits, true and predicted
     summary: str  # one row per model: val loss/accuracy, test accuracy, params, epochs, device
-    curves: str  # PNG: train/val loss and val accuracy per epoch, every model
-    digits: str  # PNG: validation digits with their labels (the tutorial's first picture)
+    curves_png: str  # train/val loss and val accuracy per epoch, every model
+    digits_png: str  # validation digits with their labels (the tutorial's first picture)
 
 
 def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs) -> None:
@@ -123,62 +114,51 @@ def evaluate_models(params, prepared, models_dir, history_dir, outputs: Outputs)
     for name, config in params.models.items():
         path = Path(models_dir, f"{name}.pt")
         results[name] = score(path, config, splits, select_device(config.device))
-        histories[name] = _history(Path(history_dir, f"{name}.tsv"))
+        histories[name] = read_history(Path(history_dir, f"{name}.tsv"))
 
-    with plots.drawn_by(torch_threads):  # the pictures, drawn on leaving the block
+    with plots.drawn_by(torch_threads) as draw:  # the pictures, drawn on leaving the block
         for name, result in results.items():
-            _write_model(outputs, name, result, splits["valid"])
+            _write_model(outputs, name, result, splits["valid"], draw)
             acc, test_acc = result["metrics"]["val_acc"], result["metrics"]["test_acc"]
             print(f"evaluate: {name} val_acc {acc:.4f} test_acc {test_acc:.4f}")
         atomic.write_json(outputs.metrics, {name: r["metrics"] for name, r in results.items()})
         rows = {name: r["metrics"] | r["facts"] for name, r in results.items()}
         atomic.write_text(outputs.summary, summary_table(rows))
-        plots.curves_png(histories, outputs.curves)
+        draw(plots.curves_png, histories, outputs.curves_png)
         x, y = splits["valid"]
         shown = range(min(DIGITS_SHOWN, len(y)))
-        plots.digit_grid(
+        draw(
+            plots.digit_grid,
             [x[i].numpy() for i in shown],
             [f"label {int(y[i])}" for i in shown],
-            outputs.digits,
+            outputs.digits_png,
             f"The first {len(shown)} validation digits with their labels",
         )
-    print(f"evaluate: {outputs.summary}, {outputs.curves}, {outputs.digits}")
+    print(f"evaluate: {outputs.summary}, {outputs.curves_png}, {outputs.digits_png}")
 
 
-def _history(path: Path) -> list[dict]:
-    from .history import read_history
-
-    try:
-        return read_history(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
-
-
-def _write_model(outputs: Outputs, name: str, result: dict, valid_split) -> None:
-    """Write one model's details, confusion counts and pictures."""
+def _write_model(outputs: Outputs, name: str, result: dict, valid_split, draw) -> None:
+    """Write one model's details and confusion counts, and queue its pictures to ``draw``."""
     from . import plots
-
-    def out(folder: str | os.PathLike, suffix: str) -> Path:
-        return Path(folder, f"{name}{suffix}")
 
     valid = result["valid"]
     atomic.write_json(
-        out(outputs.details, ".json"),
+        Path(outputs.details_dir, f"{name}.json"),
         {"val_per_class_acc": valid["per_class_acc"], "val_confusion": valid["confusion"]},
     )
-    atomic.write_text(out(outputs.confusion_counts, ".csv"), confusion_csv(valid["confusion"]))
+    counts = Path(outputs.confusion_counts_dir, f"{name}.csv")
+    atomic.write_text(counts, confusion_csv(valid["confusion"]))
     title = f"{name}: validation confusion matrix (accuracy {valid['acc']:.4f})"
-    plots.confusion_png(valid["confusion"], out(outputs.confusion, ".png"), title)
+    draw(plots.confusion_png, valid["confusion"], Path(outputs.confusion_dir, f"{name}.png"), title)
     x, y = valid_split
     actual, predicted = y.tolist(), valid["predicted"].tolist()
     wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
     shown = wrong[:MISCLASSIFIED_SHOWN]
-    plots.digit_grid(
+    draw(
+        plots.digit_grid,
         [x[i].numpy() for i in shown],
         [f"{actual[i]} as {predicted[i]}" for i in shown],
-        out(outputs.misclassified, ".png"),
+        Path(outputs.misclassified_dir, f"{name}.png"),
         f"{name}: first {len(shown)} of {len(wrong)} misclassified validation digits "
         "(true as predicted)",
         colors=["firebrick"] * len(shown),

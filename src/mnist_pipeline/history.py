@@ -10,6 +10,7 @@ import csv
 import os
 
 from .atomic import atomic_open
+from .errors import UserError
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc")
 
@@ -23,6 +24,12 @@ def write_history(path: str | os.PathLike, history: list[dict]) -> None:
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [{"epoch": int(r["epoch"])} | {c: float(r[c]) for c in COLUMNS[1:]} for r in rows]
+    """The rows of a history file; a missing or malformed one is said in one line."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        return [{"epoch": int(r["epoch"])} | {c: float(r[c]) for c in COLUMNS[1:]} for r in rows]
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run dvc repro to produce it") from None
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None

@@ -18,10 +18,10 @@ from torch.optim.adamw import adamw
 from torch.optim.sgd import sgd
 
 
-class _Optimizer(torch.optim.Optimizer):
+class OneGroupOptimizer(torch.optim.Optimizer):
     """One parameter group and torch.optim's state_dict layout (``{"state": {index: {...}},
     "param_groups": [{..., "params": [indices]}]}``): a group holds every key its torch.optim
-    twin's does, so either loads the other's state."""
+    twin's does, so either loads the other's state. A subclass defines ``_update(group)``."""
 
     def __init__(self, params, **defaults) -> None:  # not Optimizer.__init__: see the module
         self.defaults = defaults
@@ -51,9 +51,6 @@ class _Optimizer(torch.optim.Optimizer):
             self._update(self.param_groups[0])
         return loss
 
-    def _update(self, group: dict) -> None:
-        raise NotImplementedError
-
     def state_dict(self) -> dict:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
         state = {i: dict(self.state[p]) for i, p in enumerate(self.params) if p in self.state}
@@ -73,7 +70,7 @@ class _Optimizer(torch.optim.Optimizer):
             }
 
 
-class SGD(_Optimizer):
+class SGD(OneGroupOptimizer):
     """``torch.optim.SGD(params, lr, momentum, weight_decay)``: one parameter group."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
@@ -108,7 +105,7 @@ class SGD(_Optimizer):
                 self.state.setdefault(p, {})["momentum_buffer"] = b
 
 
-class AdamW(_Optimizer):
+class AdamW(OneGroupOptimizer):
     """``torch.optim.AdamW(params, lr, betas, eps, weight_decay, fused=True)``.
 
     The fused kernel does a step in one call: about a third of the time of the per-tensor
@@ -130,12 +127,11 @@ class AdamW(_Optimizer):
             fused=True,
             decoupled_weight_decay=True,
         )
-        preserve = torch.preserve_format
         for p in self.params:
             self.state[p] = {
                 "step": torch.zeros((), device=p.device),  # on the device, as fused wants
-                "exp_avg": torch.zeros_like(p, memory_format=preserve),
-                "exp_avg_sq": torch.zeros_like(p, memory_format=preserve),
+                "exp_avg": torch.zeros_like(p),  # memory_format=torch.preserve_format
+                "exp_avg_sq": torch.zeros_like(p),
             }
 
     def _update(self, group: dict) -> None:

@@ -1,15 +1,13 @@
 """Pictures drawn with matplotlib: each PNG has a title, axes and a legend and stands alone.
 
-Drawing is most of what the evaluate stage does besides `import torch`. Inside
-``drawn_by(workers)`` each picture function queues its picture, and leaving the block draws
-them in that many forked processes: a picture's bytes depend only on its data, not on where
-it was drawn.
+Drawing is most of what the evaluate stage does besides `import torch`. ``drawn_by(workers)``
+queues the pictures asked for in its block, and leaving the block draws them in that many
+forked processes: a picture's bytes depend only on its data, not on where it was drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 
 import matplotlib
@@ -21,71 +19,50 @@ from .atomic import atomic_path  # noqa: E402
 
 DPI = 100
 PNG_METADATA = {"Software": None}  # no version string: the bytes depend only on the data
-
-
-_queued: list[tuple] | None = None  # inside drawn_by: the pictures to draw on leaving it
 _drawing: list[tuple] = []  # what the forked workers draw, by index
 
 
 @contextlib.contextmanager
 def drawn_by(workers: int):
-    """Queue the pictures asked for in the block; on leaving it, draw them in ``workers``
-    forked processes (here, one by one, with 1 worker or 1 picture). Every picture is drawn
-    before the first error, if any, is raised."""
-    global _queued
-    outer, _queued = _queued, []
-    try:
-        yield
-        queued = _queued
-    finally:
-        _queued = outer
+    """Yield ``draw(picture_function, *args, **kwargs)``, which queues that picture; on leaving
+    the block, draw the queue in ``workers`` forked processes (here, one by one, with 1 worker
+    or 1 picture). Every picture is drawn before the first error, if any, is raised."""
+    queued: list[tuple] = []
+    yield lambda picture, *args, **kwargs: queued.append((picture, args, kwargs))
     draw_all(queued, workers)
 
 
 def draw_all(queued: list[tuple], workers: int) -> None:
     """Draw each (function, args, kwargs) of ``queued``, in ``workers`` forked processes."""
     global _drawing
-    if workers < 2 or len(queued) < 2:
-        errors = []
-        for draw, args, kwargs in queued:
-            try:
-                draw(*args, **kwargs)
-            except Exception as err:
-                errors.append(err)
-        if errors:
-            raise errors[0]
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork: each worker starts with matplotlib imported and the pictures in memory (nothing
-    # is pickled but an index); the workers draw and call no torch.
-    _drawing = queued
+    _drawing, errors = queued, []
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(queued)), mp_context=context) as pool:
-            futures = [pool.submit(_draw_one, i) for i in range(len(queued))]
+        if workers < 2 or len(queued) < 2:
+            for index in range(len(queued)):
+                try:
+                    _draw_one(index)
+                except Exception as err:
+                    errors.append(err)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork: each worker starts with matplotlib imported and the pictures in memory
+            # (nothing is pickled but an index); the workers draw and call no torch.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(queued)), mp_context=context) as pool:
+                futures = [pool.submit(_draw_one, i) for i in range(len(queued))]
+            errors = [f.exception() for f in futures]  # each with the worker's traceback
     finally:
         _drawing = []
-    for future in futures:
-        future.result()
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _draw_one(index: int) -> None:
     draw, args, kwargs = _drawing[index]
     draw(*args, **kwargs)
-
-
-def _queueable(draw):
-    """``draw``, queued instead inside ``drawn_by``."""
-
-    @functools.wraps(draw)
-    def picture(*args, **kwargs):
-        if _queued is None:
-            return draw(*args, **kwargs)
-        _queued.append((draw, args, kwargs))
-
-    return picture
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -94,7 +71,6 @@ def _save(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-@_queueable
 def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) -> None:
     """A grid of 28x28 digits, each titled (e.g. 'label 7' or 'true 7 / pred 2').
 
@@ -108,10 +84,8 @@ def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) 
     cell = 36  # 28 pixels of digit and a white margin
     canvas = np.zeros((rows * cell, cols * cell), dtype=np.float32)
     for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * cell + 6 : r * cell + 34, c * cell + 4 : c * cell + 32] = np.reshape(
-            image, (28, 28)
-        )
+        top, left = (k * cell for k in divmod(i, cols))
+        canvas[top + 6 : top + 34, left + 4 : left + 32] = np.reshape(image, (28, 28))
     fig, ax = plt.subplots(figsize=(cols * 1.3, rows * 1.5 + 0.6))
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
@@ -126,7 +100,6 @@ def digit_grid(images, titles, path, suptitle: str, cols: int = 8, colors=None) 
     _save(fig, path)
 
 
-@_queueable
 def confusion_png(confusion, path, title: str) -> None:
     """A 10x10 confusion matrix with counts in each cell and a colour bar as its legend."""
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
@@ -136,30 +109,22 @@ def confusion_png(confusion, path, title: str) -> None:
         for j, count in enumerate(row):
             color = "white" if count > peak / 2 else "black"
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted label", ylabel="true label")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="validation samples")
     fig.tight_layout()
     _save(fig, path)
 
 
-@_queueable
 def curves_png(histories: dict[str, list[dict]], path) -> None:
     """Train/val loss and val accuracy per epoch, every model on the same two panels."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, (name, history) in enumerate(histories.items()):
-        color = f"C{i}"
+        line = {"color": f"C{i}", "marker": "o"}
         epochs = [row["epoch"] for row in history]  # from 0, as the stage and vega count
-        loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", color=color, marker="o")
-        loss_ax.plot(
-            epochs, [r["val_loss"] for r in history], "-", color=color, marker="o", label=name
-        )
-        acc_ax.plot(
-            epochs, [r["val_acc"] for r in history], "-", color=color, marker="o", label=name
-        )
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], "--", **line)
+        loss_ax.plot(epochs, [r["val_loss"] for r in history], "-", **line, label=name)
+        acc_ax.plot(epochs, [r["val_acc"] for r in history], "-", **line, label=name)
     loss_ax.plot([], [], "k--", label="train (dashed; as trained: label-smoothed where set)")
     loss_ax.plot([], [], "k-", label="validation (solid)")
     loss_ax.set(title="Loss per epoch", xlabel="epoch", ylabel="cross-entropy loss")

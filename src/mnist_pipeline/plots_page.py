@@ -51,8 +51,6 @@ PAGE = """<!DOCTYPE html>
 </html>
 """
 
-PLACEHOLDERS = ("{scripts}", "{plot_divs}", "{refresh_tag}")
-
 
 def render_page() -> str:
     """The template's text: DVC's page, with the bundle inlined where its CDN scripts were."""
@@ -63,28 +61,28 @@ def render_page() -> str:
     # bundle would be replaced. Neither is in any bundle seen so far: refuse rather than guess.
     if "</script" in bundle.lower():
         raise ValueError("the vega bundle contains '</script': it cannot be inlined as is")
-    for placeholder in PLACEHOLDERS:
+    for placeholder in ("{scripts}", "{plot_divs}", "{refresh_tag}"):
         if placeholder in bundle:
             raise ValueError(f"the vega bundle contains DVC's placeholder {placeholder}")
-    versions = {
+    fills = {
         "{vega}": vl_convert.get_vega_version(),
         "{vega_lite}": VEGA_LITE_VERSION,
         "{vega_embed}": vl_convert.get_vega_embed_version(),
         "{vl_convert}": vl_convert.__version__,
+        "{bundle}": bundle,  # last: nothing in the bundle is replaced
     }
     page = PAGE
-    for key, value in versions.items():
+    for key, value in fills.items():
         page = page.replace(key, value)
-    return page.replace("{bundle}", bundle)
+    return page
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="where to write the template (.dvc/vega-offline.html)")
     args = parser.parse_args(argv)
-    page = render_page().encode("utf-8")  # the bundle holds non-ASCII text
     with atomic_open(args.out, "wb") as f:
-        f.write(page)
+        f.write(render_page().encode("utf-8"))  # the bundle holds non-ASCII text
     return 0
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from ..errors import UserError, first_line
 
 HERE = Path(__file__).parent
-NOT_MODEL_MODULES = {"__init__", "contract"}
 
 
 def _names_in(path: Path) -> list[str]:
@@ -58,9 +57,7 @@ def _names_in(path: Path) -> list[str]:
 def _modules() -> dict[str, str]:
     """Model name -> the module (file stem) that declares it."""
     found: dict[str, str] = {}
-    for path in sorted(HERE.glob("*.py")):
-        if path.stem in NOT_MODEL_MODULES:
-            continue
+    for path in sorted(HERE.glob("*.py")):  # __init__ and contract declare none
         for name in _names_in(path):
             if name in found:
                 raise UserError(

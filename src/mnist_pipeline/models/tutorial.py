@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..optim import OneGroupOptimizer
 from .contract import Model
 
 
@@ -133,33 +134,25 @@ def cnn_adaptive() -> nn.Module:
     return nn.Sequential(*convs(), nn.AdaptiveAvgPool2d(1), Lambda(flatten))
 
 
-class ScratchSGD(torch.optim.Optimizer):
+class ScratchSGD(OneGroupOptimizer):
     """The tutorial's hand-written update, ``p -= p.grad * lr`` under no_grad, plus momentum.
 
-    A ``torch.optim.Optimizer``, so torch's schedulers take it; like optim.py's, it skips
-    ``Optimizer.__init__`` and replaces ``zero_grad``, ``state_dict`` and ``load_state_dict``,
-    which import torch._dynamo. Under torchrun it averages the gradients across ranks itself:
-    the model is no ``nn.Module`` for DDP to wrap.
+    A ``torch.optim.Optimizer``, so torch's schedulers take it, without torch._dynamo (see
+    optim.py), and with its own state. Under torchrun it averages the gradients across ranks
+    itself: the model is no ``nn.Module`` for DDP to wrap.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
-        self.defaults = {"lr": lr, "momentum": momentum}
-        self.param_groups = [{"params": list(params), **self.defaults}]
-        self.velocity = [torch.zeros_like(p) for p in self.param_groups[0]["params"]]
+        super().__init__(params, lr=lr, momentum=momentum)
+        self.velocity = [torch.zeros_like(p) for p in self.params]
 
-    @torch.no_grad()
-    def step(self) -> None:
-        group = self.param_groups[0]
-        for p, v in zip(group["params"], self.velocity, strict=True):
+    def _update(self, group: dict) -> None:  # under no_grad
+        for p, v in zip(self.params, self.velocity, strict=True):
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(p.grad)
                 p.grad /= dist.get_world_size()
             v.mul_(group["momentum"]).add_(p.grad)
             p -= v * group["lr"]
-
-    def zero_grad(self) -> None:
-        for p in self.param_groups[0]["params"]:
-            p.grad = None
 
     def state_dict(self) -> dict:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
