@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from .distributed import ERROR_DIR_ENV, STARTED, WRITER_ENV
@@ -60,22 +61,18 @@ def torchrun_args(config: DistributedConfig, run_id: str, *, writer: bool = True
     Across machines the writer's node hosts the rendezvous (``rdzv_endpoint`` is its
     host:port), also when every node runs on one host; a worker waits up to ``timeout`` for it.
     """
-    restarts = f"--max_restarts={config.max_restarts}"
+    each = [f"--nproc_per_node={config.nproc}", f"--max_restarts={config.max_restarts}"]
     if config.nnodes == 1:
-        return ["--standalone", f"--nproc_per_node={config.nproc}", restarts]
-    conf = {
-        "join_timeout": f"{config.timeout:g}",
-        "read_timeout": max(60, math.ceil(config.timeout)),  # a worker waiting for the host
-        "is_host": int(writer),
-    }
+        return ["--standalone", *each]
+    read = max(60, math.ceil(config.timeout))  # a worker waiting for the host
+    conf = f"join_timeout={config.timeout:g},read_timeout={read},is_host={int(writer)}"
     return [
         f"--nnodes={config.nnodes}",
-        f"--nproc_per_node={config.nproc}",
         "--rdzv_backend=c10d",
         f"--rdzv_endpoint={config.rdzv_endpoint}",
         f"--rdzv_id={run_id}",
-        "--rdzv_conf=" + ",".join(f"{k}={v}" for k, v in conf.items()),
-        restarts,
+        f"--rdzv_conf={conf}",
+        *each,
     ]
 
 
@@ -112,11 +109,19 @@ def launch(
         }
         with open(folder / LOG, "w") as log:  # a file: nothing blocks on a pipe
             torchrun = subprocess.Popen(cmd, env=env, stderr=log)
+            # A rank's own error stops torchrun: no restart fixes it (bad settings, a diverged
+            # loss, a full disk).
             try:
-                stopped = _wait(torchrun, folder)
-            except BaseException:  # Ctrl-C: torchrun stops its ranks
-                _stop(torchrun)
-                raise
+                while torchrun.poll() is None and not _own_errors(folder):
+                    time.sleep(0.1)
+            finally:  # on Ctrl-C too: torchrun stops its ranks, and leaves the rendezvous open
+                stopped = torchrun.poll() is None
+                torchrun.terminate()  # a no-op once it has ended
+                try:
+                    torchrun.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    torchrun.kill()
+                    torchrun.wait()
         if torchrun.returncode == 0 and not stopped:
             return
         why = _why(config, folder, writer)
@@ -148,28 +153,6 @@ def _resolve(endpoint: str, timeout: float) -> None:
             f"distributed: rdzv_endpoint {endpoint}: host {host!r} does not resolve ({why}); "
             "give the host:port of the node that runs dvc repro"
         )
-
-
-def _wait(torchrun: subprocess.Popen, folder: Path) -> bool:
-    """Wait for torchrun to end; stop it when a rank records its own error: no restart fixes
-    that error (bad settings, a diverged loss, a full disk). True if stopped."""
-    while True:
-        try:
-            torchrun.wait(timeout=0.1)
-            return False
-        except subprocess.TimeoutExpired:
-            if _own_errors(folder):
-                _stop(torchrun)
-                return True
-
-
-def _stop(torchrun: subprocess.Popen) -> None:
-    torchrun.terminate()  # torchrun stops its ranks, and leaves the rendezvous open
-    try:
-        torchrun.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        torchrun.kill()
-        torchrun.wait()
 
 
 def _own_errors(folder: Path) -> list[dict]:
@@ -209,22 +192,21 @@ def _why(config: DistributedConfig, folder: Path, writer: bool) -> str | None:
             f"python stages/train.py --worker --model ... --nnodes {config.nnodes}"
         )
     if "RendezvousTimeoutError" in errors:
-        left = f"a node left and did not rejoin the rendezvous at {where} within {wait}"
-        return f"distributed: {left}; {again}"
-    if "RendezvousClosedError" in errors:
-        return f"distributed: another node ended the run (see the error there); {again}"
-    if "RendezvousConnectionError" in errors and not writer:
-        gone = f"lost the rendezvous at {where}: the node that runs dvc repro is gone"
-        return f"distributed: {gone}; {again}"
-    if "rank" in why and started:
-        rank = why["rank"]
+        cause = f"a node left and did not rejoin the rendezvous at {where} within {wait}"
+    elif "RendezvousClosedError" in errors:
+        cause = "another node ended the run (see the error there)"
+    elif "RendezvousConnectionError" in errors and not writer:
+        cause = f"lost the rendezvous at {where}: the node that runs dvc repro is gone"
+    elif "rank" in why and started:
         if why["signal"]:
-            cause = f"rank {rank} was killed by {why['signal']}"
+            died = f"was killed by {why['signal']}"
         else:
-            cause = f"rank {rank} " + (why["line"] or f"exited with status {why['exitcode']}")
+            died = why["line"] or f"exited with status {why['exitcode']}"
         spent = f"distributed.max_restarts ({config.max_restarts}) spent"
-        return f"distributed: {cause}, and {spent}; {again}"
-    return None
+        cause = f"rank {why['rank']} {died}, and {spent}"
+    else:
+        return None
+    return f"distributed: {cause}; {again}"
 
 
 def torchrun(argv: list[str]) -> None:
