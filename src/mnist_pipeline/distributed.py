@@ -34,9 +34,8 @@ def under_torchrun() -> bool:
 
 def is_writer() -> bool:
     """True in the one process that writes outputs (always True outside torchrun)."""
-    if not under_torchrun():
-        return True
-    return os.environ.get(WRITER_ENV) == "1" and os.environ["LOCAL_RANK"] == "0"
+    writer_node = os.environ.get(WRITER_ENV) == "1"
+    return not under_torchrun() or (writer_node and os.environ["LOCAL_RANK"] == "0")
 
 
 def recorded(fn):
@@ -95,27 +94,15 @@ def setup(device_spec: str, timeout: float = 300):
     from .device import select_device
 
     device = select_device(device_spec)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"device {device_spec!r}: distributed training runs on cpu or cuda only")
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=max(60, timeout))
     )
-    return rank, world, device
-
-
-# What differs, when a part of the nodes' keys (resume.key_parts) does: where to look.
-DIFFERS = {
-    "code": "src/, stages/ or torch",
-    "params": "the model's settings in params.yaml",
-    "data": "data/prepared",
-    "threads": "torch threads per rank: params.yaml threads, or the cores with threads 0",
-    "world size": "the number of processes: distributed.nnodes (a worker's --nnodes) x nproc",
-}
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
 
 
 def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
@@ -129,6 +116,8 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
     """
     import torch.distributed as dist
 
+    from .resume import PARTS
+
     restarts = tuple(
         int(os.environ.get(f"TORCHELASTIC_{key}", 0)) for key in ("RESTART_COUNT", "MAX_RESTARTS")
     )
@@ -137,7 +126,7 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
     names = dict.fromkeys(name for p, _, _ in every for name in p)
     differ = [name for name in names if len({p.get(name) for p, _, _ in every}) > 1]
     if differ:
-        what = "; ".join(f"{part} ({DIFFERS.get(part, part)})" for part in differ)
+        what = "; ".join(f"{part} ({PARTS.get(part, part)})" for part in differ)
         raise UserError(f"distributed: the nodes disagree on {what}; give every node the same ones")
     writers = [rank for rank, (_, w, _) in enumerate(every) if w]
     if not writers:
@@ -147,8 +136,7 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
             f"distributed: {len(writers)} nodes run the train stage as the writer; "
             "run dvc repro on one node and start the others with --worker"
         )
-    folder = os.environ.get(ERROR_DIR_ENV)
-    if folder:
+    if folder := os.environ.get(ERROR_DIR_ENV):
         Path(folder, STARTED).touch()
     count, allowed = max(r for _, _, r in every)
     return writers[0], f"restart {count} of {allowed}" if count else ""
@@ -171,9 +159,8 @@ def wrapper(device):
     def wrap(model):
         if not isinstance(model, torch.nn.Module):
             return model  # logistic_scratch: its hand-written SGD averages the gradients itself
-        if device.type == "cuda":
-            return DistributedDataParallel(model, device_ids=[device.index])
-        return DistributedDataParallel(model)
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
 
     return wrap
 
