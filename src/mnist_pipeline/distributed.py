@@ -14,6 +14,7 @@ resume state from the writer (``share``). Why a rank failed goes to torch elasti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import atomic
 from .errors import UserError, first_line
 
 ERROR_DIR_ENV = "MNIST_PIPELINE_RUN_ERRORS"  # the launcher's folder: STARTED and torchrun's why
@@ -63,9 +65,8 @@ def recorded(fn):
                 "line": str(e) if own else _crash(e),
             }
             message = {"message": f"{type(e).__name__}: {e}", "extraInfo": info}
-            tmp = Path(f"{path}.tmp")  # whole or absent: the launcher reads it while we run
-            tmp.write_text(json.dumps({"message": message}))
-            os.replace(tmp, path)
+            # Whole or absent: the launcher reads it while we run.
+            atomic.write_text(path, json.dumps({"message": message}))
 
     return record(fn, error_handler=RankErrors())
 
@@ -79,8 +80,9 @@ def _crash(err: BaseException) -> str:
     return f"failed with {type(err).__name__}: {first_line(err, 120)}"
 
 
-def setup(device_spec: str, timeout: float = 300):
-    """Join the process group; return (rank, world, device). gloo on CPU, nccl on CUDA.
+@contextlib.contextmanager
+def process_group(device_spec: str, timeout: float):
+    """In the process group for the block: (rank, world, device). gloo on CPU, nccl on CUDA.
 
     A rank waits ``timeout`` seconds (at least a minute) for the others in any collective:
     a node that went away mid-run, or a restarted one that never came, ends the wait. Its
@@ -102,7 +104,10 @@ def setup(device_spec: str, timeout: float = 300):
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=max(60, timeout))
     )
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
+    try:
+        yield int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
+    finally:
+        dist.destroy_process_group()
 
 
 def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
@@ -163,10 +168,3 @@ def wrapper(device):
         return DistributedDataParallel(model, device_ids=ids)
 
     return wrap
-
-
-def teardown() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()

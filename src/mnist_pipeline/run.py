@@ -68,11 +68,8 @@ def train_run(
 
 
 def _rank(params, config, prepared, outputs, script, nodes) -> None:
-    try:
-        rank, world, device = distributed.setup(config.device, nodes.timeout)
+    with distributed.process_group(config.device, nodes.timeout) as (rank, world, device):
         _train(params, config, prepared, outputs, script, nodes, rank, world, device)
-    finally:
-        distributed.teardown()
 
 
 def _train(params, config, prepared, outputs, script, nodes, rank, world, device) -> None:
