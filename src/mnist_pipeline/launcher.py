@@ -21,11 +21,12 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .distributed import ERROR_DIR_ENV, STARTED, WRITER_ENV
 from .errors import UserError
-from .params import DistributedConfig
+from .params import ENDPOINT, DistributedConfig, _endpoint
 
 WHY = "torchrun.json"  # in ERROR_DIR_ENV: why torchrun failed, written by this module's __main__
 LOG = "torchrun.log"
@@ -36,20 +37,13 @@ def worker_config(
 ) -> DistributedConfig:
     """A worker node's ``config``: params.yaml's (``params``), with ``--nnodes`` and
     ``--rdzv-endpoint`` where given; each refused in one line unless it makes a multi-node run."""
-    from dataclasses import replace
-
-    from .params import ENDPOINT, _endpoint
-
-    if nnodes is not None:
-        if nnodes < 2:
-            raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
-        config = replace(config, nnodes=nnodes)
-    if endpoint is not None:
-        if not (endpoint and _endpoint(endpoint)):
-            raise UserError(
-                f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}"
-            )
-        config = replace(config, rdzv_endpoint=endpoint)
+    if nnodes is not None and nnodes < 2:
+        raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
+    if endpoint is not None and not (endpoint and _endpoint(endpoint)):
+        raise UserError(f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}")
+    config = replace(  # a valid --nnodes and --rdzv-endpoint are never 0 nor empty
+        config, nnodes=nnodes or config.nnodes, rdzv_endpoint=endpoint or config.rdzv_endpoint
+    )
     if config.nnodes == 1:
         raise UserError(f"{params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     return config
@@ -85,11 +79,8 @@ def launch(
     threads: int,
     writer: bool = True,
 ) -> None:
-    """Run ``script argv`` under torchrun; on failure raise one line that says why.
-
-    Each rank computes with ``threads`` torch threads (``threads.per_process``): torch reads
-    them from OMP_NUM_THREADS.
-    """
+    """Run ``script argv`` under torchrun, each rank with ``threads`` torch threads; on failure
+    raise one line that says why."""
     if config.nnodes > 1:
         _resolve(config.rdzv_endpoint, config.timeout)
     folder = Path(tempfile.mkdtemp(prefix="mnist-ddp-"))
@@ -101,7 +92,7 @@ def launch(
             **os.environ,
             ERROR_DIR_ENV: str(folder),
             WRITER_ENV: "1" if writer else "0",
-            "OMP_NUM_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),  # torch's threads in each rank
             # A fresh store for the ranks of every restart: the agents' shared one keeps the
             # keys of the ranks that died, and a restarted rank may connect to those
             # (pytorch/pytorch#135712: the restart counts that separate them differ per node).
