@@ -1,15 +1,11 @@
 """A train stage's run, its whole life: where it trains, resume, agreement, outputs.
 
 ``train_run`` trains in this process, or launches torchrun (``launcher``) and waits, or, as one
-of torchrun's ranks (``distributed``), trains its share. Each process that trains then:
-
-1. makes the run's key (``resume.key_parts``: code, settings, data, threads, world size);
-2. with several ranks, agrees on it with every other rank, and finds the writer;
-3. takes the resume state: the writer loads it from ``--state``, every other rank receives it;
-4. trains (``train.train_model``); after each epoch the writer rewrites the history and,
-   unless it was the last epoch, saves the resume state;
-5. the writer (``distributed.is_writer``) writes the checkpoint, the history and the timing
-   log, then clears the state.
+of torchrun's ranks (``distributed``), trains its share. Each process that trains makes the
+run's key (``resume.key_parts``), agrees on it with every other rank, takes the writer's resume
+state (from ``--state``) and trains; the writer (``distributed.is_writer``) rewrites the history
+after each epoch and saves the resume state after each but the last, then writes the
+checkpoint, the history and the timing log, and clears the state.
 """
 
 from __future__ import annotations

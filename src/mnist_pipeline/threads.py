@@ -7,9 +7,7 @@ torchrun; either depends on the machine.
 
 Two stages on the same cores (``dvc queue start -j 2``) each want their threads, and torch's
 threads spin while they wait for each other: past the core count a stage runs many times
-slower. ``check`` counts the train and evaluate stages running on this machine (from /proc,
-so on Linux; it writes nothing) and says so in one line when, each with this stage's thread
-count, they want more threads than there are cores.
+slower, and ``check`` says so in one line.
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ def checked(threads: int) -> int:
 
 
 def per_process(threads: int, nproc: int) -> int:
-    """Torch threads for each of a machine's ``nproc`` ranks: ``threads`` shared among them, or
-    with ``threads`` 0 the cores."""
+    """Torch threads for each of ``nproc`` ranks: ``threads`` (0: the cores) shared among them."""
     return max(1, (checked(threads) or cores()) // nproc)
 
 
@@ -80,8 +77,8 @@ def running_stages(proc: Path = Path("/proc")) -> set[int]:
 
 
 def check(threads: int) -> None:
-    """Print one line if the stages running here, each with ``threads`` torch threads (this
-    stage's count), want more threads than there are cores."""
+    """Print one line if the train and evaluate stages running here (from /proc, so on Linux),
+    each with ``threads`` torch threads (this stage's count), want more than there are cores."""
     stages = max(1, len(running_stages()))
     if stages * threads <= cores():
         return
