@@ -116,8 +116,8 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
 
     Each node reads its own params.yaml, data/prepared and code: a node that differs in any
     part of the run's key (``resume.key_parts``) would train something else in lockstep, or
-    hang when the batch counts differ. The refusal names the parts that differ. Exactly one
-    rank is the writer, whatever global rank the rendezvous gave it.
+    hang when the batch counts differ. Exactly one rank is the writer, whatever global rank
+    the rendezvous gave it.
     """
     import torch.distributed as dist
 

@@ -1,12 +1,10 @@
 """The parent of a distributed train stage: torchrun, watched, and one line when it fails.
 
 A train stage with ``distributed.nproc > 1`` or ``nnodes > 1`` runs its own script again under
-torchrun (``--standalone`` on one machine, a c10d rendezvous at ``rdzv_endpoint`` across
-several) and waits; the ranks are ``distributed.py``. Why a run failed comes from torch
+torchrun and waits; the ranks are ``distributed.py``. Why a run failed comes from torch
 elastic's error files, not torchrun's log: each rank's (``distributed.recorded``), read as soon
-as it is written, and WHY, left by torchrun itself (this module run with ``-m``) from torch
-elastic's report of the first failed rank or from its own exception. torchrun's log goes to a
-file, kept and named when no line can say why.
+as it is written, and WHY, left by torchrun itself (this module run with ``-m``). torchrun's
+log goes to a file, kept and named when no line can say why.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from .errors import UserError
 from .params import ENDPOINT, DistributedConfig, _endpoint
 
 WHY = "torchrun.json"  # in ERROR_DIR_ENV: why torchrun failed, written by this module's __main__
-LOG = "torchrun.log"
 
 
 def worker_config(
@@ -50,11 +47,8 @@ def worker_config(
 
 
 def torchrun_args(config: DistributedConfig, run_id: str, *, writer: bool = True) -> list[str]:
-    """torchrun's options for one node of ``config``.
-
-    Across machines the writer's node hosts the rendezvous (``rdzv_endpoint`` is its
-    host:port), also when every node runs on one host; a worker waits up to ``timeout`` for it.
-    """
+    """torchrun's options for one node of ``config``. Across machines the writer's node hosts
+    the rendezvous (``rdzv_endpoint`` is its host:port), also when every node runs on one host."""
     each = [f"--nproc_per_node={config.nproc}", f"--max_restarts={config.max_restarts}"]
     if config.nnodes == 1:
         return ["--standalone", *each]
@@ -98,7 +92,7 @@ def launch(
             # (pytorch/pytorch#135712: the restart counts that separate them differ per node).
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
         }
-        with open(folder / LOG, "w") as log:  # a file: nothing blocks on a pipe
+        with open(folder / "torchrun.log", "w") as log:  # a file: nothing blocks on a pipe
             torchrun = subprocess.Popen(cmd, env=env, stderr=log)
             # A rank's own error stops torchrun: no restart fixes it (bad settings, a diverged
             # loss, a full disk).

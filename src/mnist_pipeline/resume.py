@@ -112,10 +112,6 @@ def state_key(parts: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _say(message: str) -> None:
-    print(f"train: {message}", flush=True)
-
-
 class ResumeState:
     """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
 
@@ -143,7 +139,7 @@ class ResumeState:
             found = os.lstat(self.path)
         except FileNotFoundError:
             if restart:
-                _say(f"{restart}: starting from epoch 0")
+                print(f"train: {restart}: starting from epoch 0", flush=True)
             return None
         except OSError as err:
             return self._ignore(f"unreadable ({err.strerror or err})")
@@ -166,10 +162,9 @@ class ResumeState:
             if magic != MAGIC:
                 raise ValueError("not a resume state of this pipeline")
             header = json.loads(header)
-            key, digest = header["key"], header["sha256"]
-            if hashlib.sha256(payload).hexdigest() != digest:
+            if hashlib.sha256(payload).hexdigest() != header["sha256"]:
                 return self._ignore("damaged (checksum mismatch)")
-            if key != self.key:
+            if header["key"] != self.key:
                 return self._ignore("made with other settings, data or code")
             # Intact, yet perhaps not loadable: another torch, a foreign payload.
             state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
@@ -179,12 +174,12 @@ class ResumeState:
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
         where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
-        _say(f"{where} at epoch {done} of {epochs}")
+        print(f"train: {where} at epoch {done} of {epochs}", flush=True)
         return state
 
     def _ignore(self, why: str) -> None:
         lead = f"{self.restart}: " if self.restart else ""
-        _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
+        print(f"train: {lead}ignoring {self.path}: {why}; starting from epoch 0", flush=True)
         return None
 
     def save(self, state: dict) -> None:
