@@ -65,8 +65,7 @@ def recorded(fn):
                 "line": str(e) if own else _crash(e),
             }
             message = {"message": f"{type(e).__name__}: {e}", "extraInfo": info}
-            # Whole or absent: the launcher reads it while we run.
-            atomic.write_text(path, json.dumps({"message": message}))
+            atomic.write_text(path, json.dumps({"message": message}))  # read while we run
 
     return record(fn, error_handler=RankErrors())
 

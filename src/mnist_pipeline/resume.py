@@ -166,10 +166,9 @@ class ResumeState:
                 return self._ignore("damaged (checksum mismatch)")
             if header["key"] != self.key:
                 return self._ignore("made with other settings, data or code")
-            # Intact, yet perhaps not loadable: another torch, a foreign payload.
             state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
             done = len(state["history"])
-        except Exception as err:  # truncated, corrupt or foreign: one line, then a fresh start
+        except Exception as err:  # truncated, corrupt, foreign, another torch's: one line
             return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")

@@ -44,8 +44,7 @@ def train_run(
     if outputs:
         for path in (outputs.model, outputs.history, outputs.timing):  # before training
             atomic.check_output(path)
-    config = params.model(name)
-    nodes = params.distributed
+    config, nodes = params.model(name), params.distributed
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
     if distributed.under_torchrun():
@@ -59,8 +58,7 @@ def train_run(
         from .device import select_device
 
         threads.check(threads.use(params.threads))  # before training and the resume key
-        device = select_device(config.device)
-        _train(params, config, prepared, outputs, script, nodes, 0, 1, device)
+        _train(params, config, prepared, outputs, script, nodes, 0, 1, select_device(config.device))
 
 
 def _rank(params, config, prepared, outputs, script, nodes) -> None:
@@ -98,8 +96,7 @@ def _train(params, config, prepared, outputs, script, nodes, rank, world, device
     if state and writer:  # the history of a resumed run starts from the epochs already done
         write_history(outputs.history, state["history"])
 
-    def after_epoch(snapshot: dict) -> None:
-        """The writer, after each epoch: the resume state, then the history so far."""
+    def after_epoch(snapshot: dict) -> None:  # the writer's, after each epoch
         if resume and len(snapshot["history"]) < config.epochs:  # the last: cleared at once
             resume.save(snapshot)
         write_history(outputs.history, snapshot["history"])  # grows while the stage runs

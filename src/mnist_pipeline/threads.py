@@ -61,12 +61,12 @@ def use(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def running_stages(proc: Path = Path("/proc")) -> set[int]:
+def running_stages() -> set[int]:
     """The pids of the train and evaluate stages running here, this one included: a process
     whose command line names a stage script, unless its parent does too (torchrun and its
     ranks belong to the stage that launched them). Empty where there is no /proc."""
     parents = {}
-    for entry in proc.glob("[0-9]*"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
             if any(s in (entry / "cmdline").read_bytes() for s in STAGE_SCRIPTS):
                 stat = (entry / "stat").read_text()  # pid (comm) state ppid ...
