@@ -20,28 +20,14 @@ def cpu_state_dict(model) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def checkpoint(model, config: TrainConfig, device) -> dict:
     """What models/<name>.pt holds: CPU tensors and plain values, loadable with weights_only."""
     return {
         "state_dict": cpu_state_dict(model),
         "config": config.to_dict(),
         "device": str(device),
-        "parameters": count_parameters(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
-
-
-def differing(recorded: dict, config: TrainConfig) -> str:
-    """The settings in which a checkpoint's recorded config and ``config`` differ, in words
-    ('lr 0.08 in the checkpoint, 0.1 in params.yaml; ...'); empty when they agree."""
-    wanted = config.to_dict()
-    keys = sorted(k for k in {*recorded, *wanted} if recorded.get(k) != wanted.get(k))
-    return "; ".join(
-        f"{k} {recorded.get(k)!r} in the checkpoint, {wanted.get(k)!r} in params.yaml" for k in keys
-    )
 
 
 def load_checkpoint(path, config: TrainConfig | None = None, device="cpu", *, strict=True):
@@ -83,19 +69,25 @@ def load_checkpoint(path, config: TrainConfig | None = None, device="cpu", *, st
     arch_name = ckpt["config"].get("arch")
     if not isinstance(arch_name, str):
         raise UserError(f"{path}: config has no architecture name ('arch')")
-    if config is not None and arch_name != config.arch:
-        raise UserError(
-            f"{path}: checkpoint architecture {arch_name!r} does not match params "
-            f"arch {config.arch!r}; retrain with dvc repro"
-        )
-    if config is not None and (diff := differing(ckpt["config"], config)):
-        message = (
-            f"{path}: model {config.name!r} was trained with other settings than params.yaml "
-            f"gives it ({diff}); retrain it: dvc repro -f -s train@{config.name}"
-        )
-        if strict:
-            raise UserError(message)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+    if config is not None:
+        if arch_name != config.arch:
+            raise UserError(
+                f"{path}: checkpoint architecture {arch_name!r} does not match params "
+                f"arch {config.arch!r}; retrain with dvc repro"
+            )
+        recorded, wanted = ckpt["config"], config.to_dict()
+        if keys := sorted(k for k in {*recorded, *wanted} if recorded.get(k) != wanted.get(k)):
+            diff = "; ".join(  # lr 0.08 in the checkpoint, 0.1 in params.yaml; ...
+                f"{k} {recorded.get(k)!r} in the checkpoint, {wanted.get(k)!r} in params.yaml"
+                for k in keys
+            )
+            message = (
+                f"{path}: model {config.name!r} was trained with other settings than "
+                f"params.yaml gives it ({diff}); retrain it: dvc repro -f -s train@{config.name}"
+            )
+            if strict:
+                raise UserError(message)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
     spec = get_model(arch_name)
     model = spec.build()
     try:

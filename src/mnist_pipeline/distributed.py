@@ -14,6 +14,7 @@ resume state from the writer (``share``). Why a rank failed goes to torch elasti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import atomic
 from .errors import UserError, first_line
 
 ERROR_DIR_ENV = "MNIST_PIPELINE_RUN_ERRORS"  # the launcher's folder: STARTED and torchrun's why
@@ -34,9 +36,8 @@ def under_torchrun() -> bool:
 
 def is_writer() -> bool:
     """True in the one process that writes outputs (always True outside torchrun)."""
-    if not under_torchrun():
-        return True
-    return os.environ.get(WRITER_ENV) == "1" and os.environ["LOCAL_RANK"] == "0"
+    writer_node = os.environ.get(WRITER_ENV) == "1"
+    return not under_torchrun() or (writer_node and os.environ["LOCAL_RANK"] == "0")
 
 
 def recorded(fn):
@@ -64,9 +65,7 @@ def recorded(fn):
                 "line": str(e) if own else _crash(e),
             }
             message = {"message": f"{type(e).__name__}: {e}", "extraInfo": info}
-            tmp = Path(f"{path}.tmp")  # whole or absent: the launcher reads it while we run
-            tmp.write_text(json.dumps({"message": message}))
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps({"message": message}))  # read while we run
 
     return record(fn, error_handler=RankErrors())
 
@@ -80,8 +79,9 @@ def _crash(err: BaseException) -> str:
     return f"failed with {type(err).__name__}: {first_line(err, 120)}"
 
 
-def setup(device_spec: str, timeout: float = 300):
-    """Join the process group; return (rank, world, device). gloo on CPU, nccl on CUDA.
+@contextlib.contextmanager
+def process_group(device_spec: str, timeout: float):
+    """In the process group for the block: (rank, world, device). gloo on CPU, nccl on CUDA.
 
     A rank waits ``timeout`` seconds (at least a minute) for the others in any collective:
     a node that went away mid-run, or a restarted one that never came, ends the wait. Its
@@ -95,27 +95,18 @@ def setup(device_spec: str, timeout: float = 300):
     from .device import select_device
 
     device = select_device(device_spec)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"device {device_spec!r}: distributed training runs on cpu or cuda only")
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=max(60, timeout))
     )
-    return rank, world, device
-
-
-# What differs, when a part of the nodes' keys (resume.key_parts) does: where to look.
-DIFFERS = {
-    "code": "src/, stages/ or torch",
-    "params": "the model's settings in params.yaml",
-    "data": "data/prepared",
-    "threads": "torch threads per rank: params.yaml threads, or the cores with threads 0",
-    "world size": "the number of processes: distributed.nnodes (a worker's --nnodes) x nproc",
-}
+    try:
+        yield int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
+    finally:
+        dist.destroy_process_group()
 
 
 def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
@@ -124,10 +115,12 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
 
     Each node reads its own params.yaml, data/prepared and code: a node that differs in any
     part of the run's key (``resume.key_parts``) would train something else in lockstep, or
-    hang when the batch counts differ. The refusal names the parts that differ. Exactly one
-    rank is the writer, whatever global rank the rendezvous gave it.
+    hang when the batch counts differ. Exactly one rank is the writer, whatever global rank
+    the rendezvous gave it.
     """
     import torch.distributed as dist
+
+    from .resume import PARTS
 
     restarts = tuple(
         int(os.environ.get(f"TORCHELASTIC_{key}", 0)) for key in ("RESTART_COUNT", "MAX_RESTARTS")
@@ -137,7 +130,7 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
     names = dict.fromkeys(name for p, _, _ in every for name in p)
     differ = [name for name in names if len({p.get(name) for p, _, _ in every}) > 1]
     if differ:
-        what = "; ".join(f"{part} ({DIFFERS.get(part, part)})" for part in differ)
+        what = "; ".join(f"{part} ({PARTS.get(part, part)})" for part in differ)
         raise UserError(f"distributed: the nodes disagree on {what}; give every node the same ones")
     writers = [rank for rank, (_, w, _) in enumerate(every) if w]
     if not writers:
@@ -147,8 +140,7 @@ def agree(parts: dict[str, str], writer: bool) -> tuple[int, str]:
             f"distributed: {len(writers)} nodes run the train stage as the writer; "
             "run dvc repro on one node and start the others with --worker"
         )
-    folder = os.environ.get(ERROR_DIR_ENV)
-    if folder:
+    if folder := os.environ.get(ERROR_DIR_ENV):
         Path(folder, STARTED).touch()
     count, allowed = max(r for _, _, r in every)
     return writers[0], f"restart {count} of {allowed}" if count else ""
@@ -171,15 +163,7 @@ def wrapper(device):
     def wrap(model):
         if not isinstance(model, torch.nn.Module):
             return model  # logistic_scratch: its hand-written SGD averages the gradients itself
-        if device.type == "cuda":
-            return DistributedDataParallel(model, device_ids=[device.index])
-        return DistributedDataParallel(model)
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
 
     return wrap
-
-
-def teardown() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()

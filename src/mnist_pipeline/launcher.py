@@ -1,12 +1,10 @@
 """The parent of a distributed train stage: torchrun, watched, and one line when it fails.
 
 A train stage with ``distributed.nproc > 1`` or ``nnodes > 1`` runs its own script again under
-torchrun (``--standalone`` on one machine, a c10d rendezvous at ``rdzv_endpoint`` across
-several) and waits; the ranks are ``distributed.py``. Why a run failed comes from torch
+torchrun and waits; the ranks are ``distributed.py``. Why a run failed comes from torch
 elastic's error files, not torchrun's log: each rank's (``distributed.recorded``), read as soon
-as it is written, and WHY, left by torchrun itself (this module run with ``-m``) from torch
-elastic's report of the first failed rank or from its own exception. torchrun's log goes to a
-file, kept and named when no line can say why.
+as it is written, and WHY, left by torchrun itself (this module run with ``-m``). torchrun's
+log goes to a file, kept and named when no line can say why.
 """
 
 from __future__ import annotations
@@ -20,14 +18,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from .distributed import ERROR_DIR_ENV, STARTED, WRITER_ENV
 from .errors import UserError
-from .params import DistributedConfig
+from .params import ENDPOINT, DistributedConfig, _endpoint
 
 WHY = "torchrun.json"  # in ERROR_DIR_ENV: why torchrun failed, written by this module's __main__
-LOG = "torchrun.log"
 
 
 def worker_config(
@@ -35,47 +34,33 @@ def worker_config(
 ) -> DistributedConfig:
     """A worker node's ``config``: params.yaml's (``params``), with ``--nnodes`` and
     ``--rdzv-endpoint`` where given; each refused in one line unless it makes a multi-node run."""
-    from dataclasses import replace
-
-    from .params import ENDPOINT, _endpoint
-
-    if nnodes is not None:
-        if nnodes < 2:
-            raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
-        config = replace(config, nnodes=nnodes)
-    if endpoint is not None:
-        if not (endpoint and _endpoint(endpoint)):
-            raise UserError(
-                f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}"
-            )
-        config = replace(config, rdzv_endpoint=endpoint)
+    if nnodes is not None and nnodes < 2:
+        raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
+    if endpoint is not None and not (endpoint and _endpoint(endpoint)):
+        raise UserError(f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}")
+    config = replace(  # a valid --nnodes and --rdzv-endpoint are never 0 nor empty
+        config, nnodes=nnodes or config.nnodes, rdzv_endpoint=endpoint or config.rdzv_endpoint
+    )
     if config.nnodes == 1:
         raise UserError(f"{params}: distributed.nnodes is 1; --worker needs nnodes > 1")
     return config
 
 
 def torchrun_args(config: DistributedConfig, run_id: str, *, writer: bool = True) -> list[str]:
-    """torchrun's options for one node of ``config``.
-
-    Across machines the writer's node hosts the rendezvous (``rdzv_endpoint`` is its
-    host:port), also when every node runs on one host; a worker waits up to ``timeout`` for it.
-    """
-    restarts = f"--max_restarts={config.max_restarts}"
+    """torchrun's options for one node of ``config``. Across machines the writer's node hosts
+    the rendezvous (``rdzv_endpoint`` is its host:port), also when every node runs on one host."""
+    each = [f"--nproc_per_node={config.nproc}", f"--max_restarts={config.max_restarts}"]
     if config.nnodes == 1:
-        return ["--standalone", f"--nproc_per_node={config.nproc}", restarts]
-    conf = {
-        "join_timeout": f"{config.timeout:g}",
-        "read_timeout": max(60, math.ceil(config.timeout)),  # a worker waiting for the host
-        "is_host": int(writer),
-    }
+        return ["--standalone", *each]
+    read = max(60, math.ceil(config.timeout))  # a worker waiting for the host
+    conf = f"join_timeout={config.timeout:g},read_timeout={read},is_host={int(writer)}"
     return [
         f"--nnodes={config.nnodes}",
-        f"--nproc_per_node={config.nproc}",
         "--rdzv_backend=c10d",
         f"--rdzv_endpoint={config.rdzv_endpoint}",
         f"--rdzv_id={run_id}",
-        "--rdzv_conf=" + ",".join(f"{k}={v}" for k, v in conf.items()),
-        restarts,
+        f"--rdzv_conf={conf}",
+        *each,
     ]
 
 
@@ -88,11 +73,8 @@ def launch(
     threads: int,
     writer: bool = True,
 ) -> None:
-    """Run ``script argv`` under torchrun; on failure raise one line that says why.
-
-    Each rank computes with ``threads`` torch threads (``threads.per_process``): torch reads
-    them from OMP_NUM_THREADS.
-    """
+    """Run ``script argv`` under torchrun, each rank with ``threads`` torch threads; on failure
+    raise one line that says why."""
     if config.nnodes > 1:
         _resolve(config.rdzv_endpoint, config.timeout)
     folder = Path(tempfile.mkdtemp(prefix="mnist-ddp-"))
@@ -104,19 +86,27 @@ def launch(
             **os.environ,
             ERROR_DIR_ENV: str(folder),
             WRITER_ENV: "1" if writer else "0",
-            "OMP_NUM_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),  # torch's threads in each rank
             # A fresh store for the ranks of every restart: the agents' shared one keeps the
             # keys of the ranks that died, and a restarted rank may connect to those
             # (pytorch/pytorch#135712: the restart counts that separate them differ per node).
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
         }
-        with open(folder / LOG, "w") as log:  # a file: nothing blocks on a pipe
+        with open(folder / "torchrun.log", "w") as log:  # a file: nothing blocks on a pipe
             torchrun = subprocess.Popen(cmd, env=env, stderr=log)
+            # A rank's own error stops torchrun: no restart fixes it (bad settings, a diverged
+            # loss, a full disk).
             try:
-                stopped = _wait(torchrun, folder)
-            except BaseException:  # Ctrl-C: torchrun stops its ranks
-                _stop(torchrun)
-                raise
+                while torchrun.poll() is None and not _own_errors(folder):
+                    time.sleep(0.1)
+            finally:  # on Ctrl-C too: torchrun stops its ranks, and leaves the rendezvous open
+                stopped = torchrun.poll() is None
+                torchrun.terminate()  # a no-op once it has ended
+                try:
+                    torchrun.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    torchrun.kill()
+                    torchrun.wait()
         if torchrun.returncode == 0 and not stopped:
             return
         why = _why(config, folder, writer)
@@ -148,28 +138,6 @@ def _resolve(endpoint: str, timeout: float) -> None:
             f"distributed: rdzv_endpoint {endpoint}: host {host!r} does not resolve ({why}); "
             "give the host:port of the node that runs dvc repro"
         )
-
-
-def _wait(torchrun: subprocess.Popen, folder: Path) -> bool:
-    """Wait for torchrun to end; stop it when a rank records its own error: no restart fixes
-    that error (bad settings, a diverged loss, a full disk). True if stopped."""
-    while True:
-        try:
-            torchrun.wait(timeout=0.1)
-            return False
-        except subprocess.TimeoutExpired:
-            if _own_errors(folder):
-                _stop(torchrun)
-                return True
-
-
-def _stop(torchrun: subprocess.Popen) -> None:
-    torchrun.terminate()  # torchrun stops its ranks, and leaves the rendezvous open
-    try:
-        torchrun.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        torchrun.kill()
-        torchrun.wait()
 
 
 def _own_errors(folder: Path) -> list[dict]:
@@ -209,22 +177,21 @@ def _why(config: DistributedConfig, folder: Path, writer: bool) -> str | None:
             f"python stages/train.py --worker --model ... --nnodes {config.nnodes}"
         )
     if "RendezvousTimeoutError" in errors:
-        left = f"a node left and did not rejoin the rendezvous at {where} within {wait}"
-        return f"distributed: {left}; {again}"
-    if "RendezvousClosedError" in errors:
-        return f"distributed: another node ended the run (see the error there); {again}"
-    if "RendezvousConnectionError" in errors and not writer:
-        gone = f"lost the rendezvous at {where}: the node that runs dvc repro is gone"
-        return f"distributed: {gone}; {again}"
-    if "rank" in why and started:
-        rank = why["rank"]
+        cause = f"a node left and did not rejoin the rendezvous at {where} within {wait}"
+    elif "RendezvousClosedError" in errors:
+        cause = "another node ended the run (see the error there)"
+    elif "RendezvousConnectionError" in errors and not writer:
+        cause = f"lost the rendezvous at {where}: the node that runs dvc repro is gone"
+    elif "rank" in why and started:
         if why["signal"]:
-            cause = f"rank {rank} was killed by {why['signal']}"
+            died = f"was killed by {why['signal']}"
         else:
-            cause = f"rank {rank} " + (why["line"] or f"exited with status {why['exitcode']}")
+            died = why["line"] or f"exited with status {why['exitcode']}"
         spent = f"distributed.max_restarts ({config.max_restarts}) spent"
-        return f"distributed: {cause}, and {spent}; {again}"
-    return None
+        cause = f"rank {why['rank']} {died}, and {spent}"
+    else:
+        return None
+    return f"distributed: {cause}; {again}"
 
 
 def torchrun(argv: list[str]) -> None:

@@ -93,8 +93,15 @@ def code_files(script: str | os.PathLike) -> list[Path]:
     return [Path(script).resolve(), *sorted(p for p in loaded if p.is_relative_to(package))]
 
 
-# The parts of a run's key, in the order a refusal names them.
-PARTS = ("code", "params", "data", "threads", "world size")
+# The parts of a run's key, in the order a refusal names them, and where to look when the
+# nodes of a run differ in one (``distributed.agree``).
+PARTS = {
+    "code": "src/, stages/ or torch",
+    "params": "the model's settings in params.yaml",
+    "data": "data/prepared",
+    "threads": "torch threads per rank: params.yaml threads, or the cores with threads 0",
+    "world size": "the number of processes: distributed.nnodes (a worker's --nnodes) x nproc",
+}
 
 
 def key_parts(config: dict, data_files: list[Path], script, world: int) -> dict[str, str]:
@@ -127,10 +134,6 @@ def state_key(parts: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _say(message: str) -> None:
-    print(f"train: {message}", flush=True)
-
-
 class ResumeState:
     """The state file of one model: ``load`` what matches ``key``, ``save`` after each epoch."""
 
@@ -153,23 +156,23 @@ class ResumeState:
         if self.path.parent.exists() and not self.path.parent.is_dir():
             self.saving = False
             return self._ignore(f"{self.path.parent} is not a folder; this run saves no state")
-        if self.path.is_symlink():  # dangling, or to a file a save may not replace
-            self.saving = False
-            return self._ignore(f"a symlink to {os.readlink(self.path)}; this run saves no state")
         remove_stale(self.path)  # what a save that was killed left
         try:
-            found = os.stat(self.path)
+            found = os.lstat(self.path)
         except FileNotFoundError:
             if restart:
-                _say(f"{restart}: starting from epoch 0")
+                print(f"train: {restart}: starting from epoch 0", flush=True)
             return None
         except OSError as err:
             return self._ignore(f"unreadable ({err.strerror or err})")
-        if not stat.S_ISREG(found.st_mode):  # a FIFO would block open(), /dev/zero never end
+        # A symlink: dangling, or to a file a save may not replace. A FIFO would block open(),
+        # /dev/zero never end.
+        if not stat.S_ISREG(found.st_mode):
             self.saving = False
-            return self._ignore(
-                f"{kind(found.st_mode)}, not a regular file; this run saves no state"
-            )
+            what = f"{kind(found.st_mode)}, not a regular file"
+            if stat.S_ISLNK(found.st_mode):
+                what = f"a symlink to {os.readlink(self.path)}"
+            return self._ignore(f"{what}; this run saves no state")
         if found.st_size > MAX_BYTES:
             return self._ignore(f"{found.st_size} bytes, over the {MAX_BYTES} a state may have")
         try:
@@ -181,27 +184,23 @@ class ResumeState:
             if magic != MAGIC:
                 raise ValueError("not a resume state of this pipeline")
             header = json.loads(header)
-            key, digest = header["key"], header["sha256"]
-        except Exception as err:  # truncated, corrupt or foreign: one line, then a fresh start
-            return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
-        if hashlib.sha256(payload).hexdigest() != digest:
-            return self._ignore("damaged (checksum mismatch)")
-        if key != self.key:
-            return self._ignore("made with other settings, data or code")
-        try:
+            if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+                return self._ignore("damaged (checksum mismatch)")
+            if header["key"] != self.key:
+                return self._ignore("made with other settings, data or code")
             state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
             done = len(state["history"])
-        except Exception as err:  # intact, yet not loadable: another torch, a foreign payload
+        except Exception as err:  # truncated, corrupt, foreign, another torch's: one line
             return self._ignore(f"unreadable ({type(err).__name__}: {first_line(err, 120)})")
         if not 0 < done <= epochs:  # the key has epochs in it: only a damaged state gets here
             return self._ignore(f"it holds {done} epochs, this run trains {epochs}")
         where = f"{restart}: resuming" if restart else f"resuming from {self.path}"
-        _say(f"{where} at epoch {done} of {epochs}")
+        print(f"train: {where} at epoch {done} of {epochs}", flush=True)
         return state
 
     def _ignore(self, why: str) -> None:
         lead = f"{self.restart}: " if self.restart else ""
-        _say(f"{lead}ignoring {self.path}: {why}; starting from epoch 0")
+        print(f"train: {lead}ignoring {self.path}: {why}; starting from epoch 0", flush=True)
         return None
 
     def save(self, state: dict) -> None:

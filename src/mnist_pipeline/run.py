@@ -1,15 +1,11 @@
 """A train stage's run, its whole life: where it trains, resume, agreement, outputs.
 
 ``train_run`` trains in this process, or launches torchrun (``launcher``) and waits, or, as one
-of torchrun's ranks (``distributed``), trains its share. Each process that trains then:
-
-1. makes the run's key (``resume.key_parts``: code, settings, data, threads, world size);
-2. with several ranks, agrees on it with every other rank, and finds the writer;
-3. takes the resume state: the writer loads it from ``--state``, every other rank receives it;
-4. trains (``train.train_model``); after each epoch the writer rewrites the history and,
-   unless it was the last epoch, saves the resume state;
-5. the writer (``distributed.is_writer``) writes the checkpoint, the history and the timing
-   log, then clears the state.
+of torchrun's ranks (``distributed``), trains its share. Each process that trains makes the
+run's key (``resume.key_parts``), agrees on it with every other rank, takes the writer's resume
+state (from ``--state``) and trains; the writer (``distributed.is_writer``) rewrites the history
+after each epoch and saves the resume state after each but the last, then writes the
+checkpoint, the history and the timing log, and clears the state.
 """
 
 from __future__ import annotations
@@ -47,8 +43,7 @@ def train_run(
     if outputs:
         for path in (outputs.model, outputs.history, outputs.timing):  # before training
             atomic.check_output(path)
-    config = params.model(name)
-    nodes = params.distributed
+    config, nodes = params.model(name), params.distributed
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
     ranks = distributed.under_torchrun()
@@ -65,16 +60,12 @@ def train_run(
         from .device import select_device
 
         threads.check(threads.use(params.threads))  # before training and the resume key
-        device = select_device(config.device)
-        _train(params, config, prepared, outputs, script, nodes, 0, 1, device)
+        _train(params, config, prepared, outputs, script, nodes, 0, 1, select_device(config.device))
 
 
 def _rank(params, config, prepared, outputs, script, nodes) -> None:
-    try:
-        rank, world, device = distributed.setup(config.device, nodes.timeout)
+    with distributed.process_group(config.device, nodes.timeout) as (rank, world, device):
         _train(params, config, prepared, outputs, script, nodes, rank, world, device)
-    finally:
-        distributed.teardown()
 
 
 def _train(params, config, prepared, outputs, script, nodes, rank, world, device) -> None:
@@ -107,8 +98,7 @@ def _train(params, config, prepared, outputs, script, nodes, rank, world, device
     if state and writer:  # the history of a resumed run starts from the epochs already done
         write_history(outputs.history, state["history"])
 
-    def after_epoch(snapshot: dict) -> None:
-        """The writer, after each epoch: the resume state, then the history so far."""
+    def after_epoch(snapshot: dict) -> None:  # the writer's, after each epoch
         if resume and len(snapshot["history"]) < config.epochs:  # the last: cleared at once
             resume.save(snapshot)
         write_history(outputs.history, snapshot["history"])  # grows while the stage runs

@@ -7,9 +7,7 @@ torchrun; either depends on the machine.
 
 Two stages on the same cores (``dvc queue start -j 2``) each want their threads, and torch's
 threads spin while they wait for each other: past the core count a stage runs many times
-slower. ``check`` counts the train and evaluate stages running on this machine (from /proc,
-so on Linux; it writes nothing) and says so in one line when, each with this stage's thread
-count, they want more threads than there are cores.
+slower, and ``check`` says so in one line.
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ def checked(threads: int) -> int:
 
 
 def per_process(threads: int, nproc: int) -> int:
-    """Torch threads for each of a machine's ``nproc`` ranks: ``threads`` shared among them, or
-    with ``threads`` 0 the cores."""
+    """Torch threads for each of ``nproc`` ranks: ``threads`` (0: the cores) shared among them."""
     return max(1, (checked(threads) or cores()) // nproc)
 
 
@@ -64,12 +61,12 @@ def use(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def running_stages(proc: Path = Path("/proc")) -> set[int]:
+def running_stages() -> set[int]:
     """The pids of the train and evaluate stages running here, this one included: a process
     whose command line names a stage script, unless its parent does too (torchrun and its
     ranks belong to the stage that launched them). Empty where there is no /proc."""
     parents = {}
-    for entry in proc.glob("[0-9]*"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
             if any(s in (entry / "cmdline").read_bytes() for s in STAGE_SCRIPTS):
                 stat = (entry / "stat").read_text()  # pid (comm) state ppid ...
@@ -80,8 +77,8 @@ def running_stages(proc: Path = Path("/proc")) -> set[int]:
 
 
 def check(threads: int) -> None:
-    """Print one line if the stages running here, each with ``threads`` torch threads (this
-    stage's count), want more threads than there are cores."""
+    """Print one line if the train and evaluate stages running here (from /proc, so on Linux),
+    each with ``threads`` torch threads (this stage's count), want more than there are cores."""
     stages = max(1, len(running_stages()))
     if stages * threads <= cores():
         return
