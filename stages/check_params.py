@@ -7,7 +7,9 @@ name is checked here before dvc.yaml's ${key} puts it into a shell command.
 
 import argparse
 
+from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import stage_main
+from mnist_pipeline.params import load_params
 
 STAMP = "params.yaml passed check_params (these bytes never change)\n"
 
@@ -20,13 +22,8 @@ def main() -> None:
     )
     parser.add_argument("--out", help="the stamp written when the file is valid")
     args = parser.parse_args()
-
-    from mnist_pipeline.params import load_params
-
     params = load_params(args.params)
     if args.out:
-        from mnist_pipeline.atomic import write_text
-
         write_text(args.out, STAMP)
     print(f"check_params: {args.params} is valid ({len(params.models)} models)")
 

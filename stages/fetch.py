@@ -1,8 +1,11 @@
 """fetch: write data/raw/mnist.pkl.gz from the first source of sources.yaml that verifies."""
 
 import argparse
+from dataclasses import replace
 
 from mnist_pipeline.errors import stage_main
+from mnist_pipeline.fetch import fetch
+from mnist_pipeline.params import load_params, load_sources
 
 
 @stage_main
@@ -16,12 +19,6 @@ def main() -> None:
     )
     parser.add_argument("--out", required=True, help="where to write mnist.pkl.gz")
     args = parser.parse_args()
-
-    from dataclasses import replace
-
-    from mnist_pipeline.fetch import fetch
-    from mnist_pipeline.params import load_params, load_sources
-
     config = replace(load_params(args.params).fetch, sources=load_sources(args.sources))
     source = fetch(config, args.out)
     print(f"fetch: {args.out} verified, from {source.describe()}")

@@ -2,6 +2,7 @@
 
 import argparse
 
+from mnist_pipeline.data import prepare
 from mnist_pipeline.errors import stage_main
 
 
@@ -11,9 +12,6 @@ def main() -> None:
     parser.add_argument("--raw", required=True, help="the fetched mnist.pkl.gz")
     parser.add_argument("--out", required=True, help="folder for the prepared tensors")
     args = parser.parse_args()
-
-    from mnist_pipeline.data import prepare
-
     sizes = prepare(args.raw, args.out)
     print("prepare: " + ", ".join(f"{split} {n}" for split, n in sizes.items()))
 
