@@ -69,7 +69,8 @@ def read_pickle_gz(path: str | os.PathLike) -> object:
 
 
 def validate_splits(obj: object, path: str | os.PathLike) -> dict[str, tuple[np.ndarray, ...]]:
-    """Check three (x, y) splits: x float32 (N, 784) in [0, 1], y integer 0..9, same N."""
+    """Check three (x, y) splits: x float32 (N, 784) in [0, 1], y integer 0..9, same N; return
+    each as x * 256 in uint8 and y in int64, refusing x that is not exactly pixel / 256."""
     if not isinstance(obj, tuple | list) or len(obj) != 3:
         got = f"{type(obj).__name__} of length {len(obj)}" if hasattr(obj, "__len__") else obj
         raise UserError(f"{path}: expected 3 splits (train, valid, test), got {got}")
@@ -97,34 +98,25 @@ def validate_splits(obj: object, path: str | os.PathLike) -> dict[str, tuple[np.
             raise UserError(f"{where}: pixels must lie in [0, 1], found {x.min()}..{x.max()}")
         if y.min() < 0 or y.max() > 9:
             raise UserError(f"{where}: labels must lie in 0..9, found {y.min()}..{y.max()}")
-        splits[name] = (x, y)
+        # x is in [0, 1] and x * 256 loses no bit in float32: p / 256 == x (the round trip).
+        scaled = x * np.float32(SCALE)
+        if scaled.max() > 255 or not np.array_equal(scaled, np.round(scaled)):
+            raise UserError(f"{where}: pixels are not exact multiples of 1/256 in [0, 255/256]")
+        splits[name] = (scaled.astype(np.uint8), y.astype(np.int64))
     return splits
-
-
-def to_uint8(x: np.ndarray, where: str) -> np.ndarray:
-    """x * 256 as uint8; refuse data that is not exactly pixel/256 (the round trip must hold)."""
-    scaled = x * np.float32(SCALE)
-    if scaled.max() > 255 or not np.array_equal(scaled, np.round(scaled)):
-        raise UserError(f"{where}: pixels are not exact multiples of 1/256 in [0, 255/256]")
-    # x is in [0, 1] (validate_splits) and x * 256 loses no bit in float32: p / 256 == x.
-    return scaled.astype(np.uint8)
 
 
 def prepare(raw_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, int]:
     """Write one ``<split>.pt`` per split: {x: uint8 (N, 784), y: int64 (N,)}; return sizes."""
     import torch
 
+    # Every split is checked and converted before any file is written.
     splits = validate_splits(read_pickle_gz(raw_path), raw_path)
-    tensors = {  # every split is checked and converted before any file is written
-        name: {
-            "x": torch.from_numpy(to_uint8(x, f"{raw_path}: {name} split")),
-            "y": torch.from_numpy(y.astype(np.int64)),
-        }
-        for name, (x, y) in splits.items()
-    }
-    for name, split in tensors.items():
-        torch_save(split, Path(out_dir) / f"{name}.pt")
-    return {name: len(split["y"]) for name, split in tensors.items()}
+    for name, (x, y) in splits.items():
+        torch_save(
+            {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, Path(out_dir) / f"{name}.pt"
+        )
+    return {name: len(y) for name, (x, y) in splits.items()}
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str):
