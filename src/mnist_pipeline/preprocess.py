@@ -52,23 +52,17 @@ def _open_regular(path: str, name: str):
     stat first, so a FIFO is never opened (opening one for reading would wait for a writer);
     the open is non-blocking and checked again, in case the path changed in between.
     """
-
-    def check(mode: int) -> None:
-        if not stat.S_ISREG(mode):
-            raise UserError(f"{name}: not a regular file ({kind(mode)}); give an image file")
-
     try:
-        check(os.stat(path).st_mode)
-        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))
+        if stat.S_ISREG(mode := os.stat(path).st_mode):
+            f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK))
+            if stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode):
+                return f
+            f.close()
     except FileNotFoundError:
         raise UserError(f"{name}: image file not found") from None
     except OSError as err:  # permission, a name too long...
         raise UserError(f"{name}: cannot read image ({err.strerror or err})") from None
-    mode = os.fstat(f.fileno()).st_mode
-    if not stat.S_ISREG(mode):
-        f.close()
-        check(mode)
-    return f
+    raise UserError(f"{name}: not a regular file ({kind(mode)}); give an image file")
 
 
 def read_image(source, name: str | None = None):
