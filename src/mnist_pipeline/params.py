@@ -138,10 +138,8 @@ ENDPOINT = "'host:port' with a port 1-65535 (empty for one node)"
 
 def _endpoint(v: object) -> bool:
     """'' or host:port: a name or IPv4 address, or an [IPv6] one, and a port 1-65535."""
-    if v == "":
-        return True
     found = isinstance(v, str) and ENDPOINT_RE.fullmatch(v)
-    return bool(found) and 1 <= int(found.group(2)) <= 65535
+    return v == "" or (bool(found) and 1 <= int(found.group(2)) <= 65535)
 
 
 # A model's name becomes a stage name, file names and, through dvc.yaml's ${key}, part of a
