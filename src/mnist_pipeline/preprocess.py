@@ -93,7 +93,7 @@ def read_image(source, name: str | None = None):
             with Image.open(f) as opened:  # reads the header only
                 _check_size(opened, path)  # before any pixel is decoded
                 opened.load()  # the first frame, read into memory
-                image = opened.copy()
+                return opened.copy()
     except UserError:
         raise
     except Image.DecompressionBombError:  # above twice Pillow's limit: refused at the header
@@ -106,7 +106,6 @@ def read_image(source, name: str | None = None):
         raise UserError(f"{path}: cannot read image ({err.strerror or err})") from None
     except Exception as err:  # decompression bombs, malformed headers
         raise UserError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
-    return image
 
 
 def grayscale(image, name: str = "image") -> np.ndarray:
