@@ -25,8 +25,7 @@ def first_line(err: BaseException, limit: int = 160) -> str:
     """
     text = str(err).strip()
     if text.startswith("Weights only load failed"):
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
+        if found := re.search(r"GLOBAL ([\w.]+)", text):
             return f"Unsupported global: {found.group(1)}"
         _, marker, rest = text.partition("WeightsUnpickler error:")
         reason = one_line(rest.split("Check the documentation of torch.load")[0])
