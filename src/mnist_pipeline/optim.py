@@ -10,8 +10,8 @@ calls ``torch.optim.sgd.sgd`` and ``torch.optim.adamw.adamw``: torch.optim's own
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.optim.adamw import adamw
@@ -145,8 +145,7 @@ class AdamW(OneGroupOptimizer):
         )
 
 
-@dataclasses.dataclass
-class Recipe:
+class Recipe(NamedTuple):
     """How one model trains: its optimizer and its schedule."""
 
     optimizer: object
