@@ -10,8 +10,8 @@ calls ``torch.optim.sgd.sgd`` and ``torch.optim.adamw.adamw``: torch.optim's own
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.optim.adamw import adamw
@@ -73,6 +73,8 @@ class OneGroupOptimizer(torch.optim.Optimizer):
 class SGD(OneGroupOptimizer):
     """``torch.optim.SGD(params, lr, momentum, weight_decay)``: one parameter group."""
 
+    KERNEL = ("weight_decay", "momentum", "lr", "dampening", "nesterov", "maximize")  # sgd()'s
+
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(
             params,
@@ -89,17 +91,8 @@ class SGD(OneGroupOptimizer):
 
     def _update(self, group: dict) -> None:
         buffers = [self.state.get(p, {}).get("momentum_buffer") for p in self.params]
-        sgd(
-            self.params,
-            [p.grad for p in self.params],
-            buffers,
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            lr=group["lr"],
-            dampening=0.0,
-            nesterov=False,
-            maximize=False,
-        )
+        settings = {k: group[k] for k in self.KERNEL}
+        sgd(self.params, [p.grad for p in self.params], buffers, **settings)
         if group["momentum"]:  # sgd() fills in the buffers it created
             for p, b in zip(self.params, buffers, strict=True):
                 self.state.setdefault(p, {})["momentum_buffer"] = b
@@ -111,6 +104,8 @@ class AdamW(OneGroupOptimizer):
     The fused kernel does a step in one call: about a third of the time of the per-tensor
     loop for the ``fast`` model's parameters on the CPU.
     """
+
+    KERNEL = ("amsgrad", "lr", "weight_decay", "eps", "maximize", "fused")  # adamw()'s, and betas
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(
@@ -144,24 +139,13 @@ class AdamW(OneGroupOptimizer):
             [s["exp_avg_sq"] for s in states],
             [],
             [s["step"] for s in states],
-            amsgrad=False,
             beta1=beta1,
             beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-            fused=True,
+            **{k: group[k] for k in self.KERNEL},
         )
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        group = self.param_groups[0]
-        group["betas"] = tuple(group["betas"])
 
-
-@dataclasses.dataclass
-class Recipe:
+class Recipe(NamedTuple):
     """How one model trains: its optimizer and its schedule."""
 
     optimizer: object

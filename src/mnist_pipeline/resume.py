@@ -108,11 +108,8 @@ def key_parts(config: dict, data_files: list[Path], script, world: int) -> dict[
     """What decides the bytes of a training run, one hash or value per part of ``PARTS``.
 
     The resume key (``state_key``) and the nodes' agreement (``distributed.agree``) are both
-    made from this, so neither leaves a part out: ``code`` is the stage script, the model's
-    module and every module of this package loaded once that module is imported, and torch's
-    version; ``params`` the resolved config of the model; ``data`` the prepared files;
-    ``threads`` torch's CPU threads in use (the stage sets them before); ``world size`` the
-    number of processes, nodes x processes per node.
+    made from this, so neither leaves a part out. ``code`` is ``code_files`` (once the model's
+    module is imported) and torch's version; ``threads`` those in use (the stage sets them).
     """
     import torch
 
@@ -201,7 +198,6 @@ class ResumeState:
     def _ignore(self, why: str) -> None:
         lead = f"{self.restart}: " if self.restart else ""
         print(f"train: {lead}ignoring {self.path}: {why}; starting from epoch 0", flush=True)
-        return None
 
     def save(self, state: dict) -> None:
         """Write the state, its key and its payload's sha256 atomically (no-op once ``load``

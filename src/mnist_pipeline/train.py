@@ -88,11 +88,10 @@ def fit(
 
     ``opt`` is any optimizer with torch.optim's interface; ``scheduler`` any scheduler, stepped
     after every batch or every epoch (``step_scheduler``; a ReduceLROnPlateau after every
-    epoch, on val_loss). Training minimises
-    ``train_loss_func`` (``loss_func`` unless given: fast's is label-smoothed) and reports it as
-    train_loss; val_loss is always ``loss_func``. Training continues after the epochs already
-    in ``history`` (a resumed run). A NaN or infinite loss stops training with a
-    DivergenceError naming model, epoch and lr.
+    epoch, on val_loss). Training minimises ``train_loss_func`` (``loss_func`` unless given:
+    fast's is label-smoothed) and reports it as train_loss; val_loss is always ``loss_func``.
+    Training continues after the epochs already in ``history`` (a resumed run). A NaN or
+    infinite loss stops training with a DivergenceError naming model, epoch and lr.
     """
     from tqdm import tqdm
 
@@ -134,16 +133,12 @@ def fit(
     return history
 
 
-def seed_everything(seed: int) -> None:
+def build_model(spec, config: TrainConfig, device):
+    """The seeded network of ``spec`` (a ``models.Model``) for one config, on ``device``."""
     # CPU kernels are deterministic for a fixed seed and thread count (tested); CUDA runs are
     # not promised byte-identical. torch.use_deterministic_algorithms is left off: importing
     # what it needs costs over 2 s per stage.
-    torch.manual_seed(seed)
-
-
-def build_model(spec, config: TrainConfig, device):
-    """The seeded network of ``spec`` (a ``models.Model``) for one config, on ``device``."""
-    seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     return spec.build_checked().to(device)
 
 
@@ -156,7 +151,7 @@ def train_model(
     rank=0,
     world=1,
     wrap=None,
-    writer: bool | None = None,
+    writer: bool = True,
     state: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ):
@@ -165,10 +160,9 @@ def train_model(
     The model's ``models.Model`` is looked up once and checked against the config before
     anything is built. Under torchrun ``wrap`` applies DDP (``distributed.wrapper``) and each
     rank trains on its shard of every batch (``loader.Batches``). ``state`` is a
-    ``resume.snapshot`` to continue from. The writer (rank 0 unless ``writer`` says
-    otherwise) prints a line per epoch, and before it hands a fresh snapshot to ``on_epoch``.
+    ``resume.snapshot`` to continue from. The ``writer`` prints a line per epoch, and before
+    it hands a fresh snapshot to ``on_epoch``.
     """
-    writer = rank == 0 if writer is None else writer
     spec = get_model(config.arch)
     spec.check(config)
     model = build_model(spec, config, device)
@@ -189,9 +183,7 @@ def train_model(
     how = recipe(spec, model.parameters(), config, len(train_dl))
     history = restore(state, model, how.optimizer, how.scheduler, train_dl) if state else []
 
-    def report(row: dict) -> None:
-        if not writer:
-            return
+    def report(row: dict) -> None:  # the writer's
         if on_epoch is not None:
             on_epoch(snapshot(model, how.optimizer, how.scheduler, train_dl, history))
         print(
@@ -214,6 +206,6 @@ def train_model(
         name=config.name,
         device=device,
         history=history,
-        on_epoch=report,
+        on_epoch=report if writer else None,
     )
     return model, history

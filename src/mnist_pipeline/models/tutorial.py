@@ -138,30 +138,22 @@ class ScratchSGD(OneGroupOptimizer):
     """The tutorial's hand-written update, ``p -= p.grad * lr`` under no_grad, plus momentum.
 
     A ``torch.optim.Optimizer``, so torch's schedulers take it, without torch._dynamo (see
-    optim.py), and with its own state. Under torchrun it averages the gradients across ranks
-    itself: the model is no ``nn.Module`` for DDP to wrap.
+    optim.py), with torch.optim's state layout. Under torchrun it averages the gradients
+    across ranks itself: the model is no ``nn.Module`` for DDP to wrap.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0) -> None:
         super().__init__(params, lr=lr, momentum=momentum)
-        self.velocity = [torch.zeros_like(p) for p in self.params]
+        self.state = {p: {"velocity": torch.zeros_like(p)} for p in self.params}
 
     def _update(self, group: dict) -> None:  # under no_grad
-        for p, v in zip(self.params, self.velocity, strict=True):
+        for p in self.params:
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(p.grad)
                 p.grad /= dist.get_world_size()
+            v = self.state[p]["velocity"]
             v.mul_(group["momentum"]).add_(p.grad)
             p -= v * group["lr"]
-
-    def state_dict(self) -> dict:
-        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {"velocity": [v.clone() for v in self.velocity], "group": group}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.param_groups[0].update(state["group"])
-        for v, saved in zip(self.velocity, state["velocity"], strict=True):
-            v.copy_(saved)
 
 
 def scratch_sgd(params, config) -> ScratchSGD:
