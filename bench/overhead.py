@@ -180,6 +180,7 @@ def bench_overhead(runs: int) -> dict:
     timed = Timed()
     r = {k: [] for k in ("torch", "floor", "floor_dvc", "all", "all_train", "all_dvc")}
     r |= {"stage": [], "stage_train": [], "exp_ratio": [], "stage_ratio": []}
+    r |= {"floor_stage": [], "floor_stage_ratio": []}
     for i in range(runs):
         lr = f"lr={0.1 + 0.01 * i:g}"
         r["torch"].append(run_in(project, sys.executable, "-c", "import torch"))
@@ -192,6 +193,8 @@ def bench_overhead(runs: int) -> dict:
         r["all_train"].append(training_seconds(project))
         r["all_dvc"].append(dvc_seconds(run)["all"])
         restore(project)
+        # One stage of each: the floor's only imports torch, so its ratio is DVC's own floor.
+        r["floor_stage"].append(run_in(floor, "dvc", "repro", "-f", "-s", "t1"))
         r["stage"].append(run_in(project, "dvc", "repro", "-f", "-s", "train@logistic"))
         logged = json.loads((project / "logs/train/logistic.json").read_text())
         r["stage_train"].append(logged["train_seconds"])
@@ -199,9 +202,10 @@ def bench_overhead(runs: int) -> dict:
         # (on a shared machine a median of each figure may pair a quiet run with a busy one).
         r["exp_ratio"].append((r["all"][-1] - r["all_train"][-1]) / r["floor"][-1])
         r["stage_ratio"].append((r["stage"][-1] - r["stage_train"][-1]) / r["torch"][-1])
+        r["floor_stage_ratio"].append(r["floor_stage"][-1] / r["torch"][-1])
         print("overhead:", {k: round(v[-1], 2) for k, v in r.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in r.items()}
-    med["runs"] = {k: r[k] for k in ("exp_ratio", "stage_ratio")}
+    med["runs"] = {k: r[k] for k in ("exp_ratio", "stage_ratio", "floor_stage_ratio")}
 
     # The split: one more experiment of each, the project's stages traced.
     lr = f"lr={0.1 + 0.01 * runs:g}"

@@ -154,6 +154,13 @@ def targets(orch, models, overhead=None) -> list[str]:
     out += [
         f"| {t} | {v:.2f} | ≤ {goal:g} | {'yes' if v <= goal else 'no'} |" for t, v, goal in rows
     ]
+    if overhead:
+        out += [
+            "",
+            "The floor repo's one stage (`dvc repro -f -s t1`: it only imports torch and writes a "
+            f"byte) is {overhead['floor_stage_ratio']:.2f}× `import torch` in this run (each "
+            f"run's: {per_run(overhead, 'floor_stage_ratio')}): the one-stage target's floor.",
+        ]
     if orch:
         floor = orch["noop_floor"] / orch["version"]
         out += [
@@ -188,6 +195,7 @@ def overhead_tables(v: dict) -> list[str]:
         f"| project: its training seconds | {v['all_train']:.2f} |",
         f"| project: wall − training | {v['all'] - v['all_train']:.2f} |",
         f"| project: DVC's own seconds in it | {v['all_dvc']:.2f} |",
+        f"| floor repo: `dvc repro -f -s t1` | {v['floor_stage']:.2f} |",
         f"| project: `dvc repro -f -s train@logistic` | {v['stage']:.2f} |",
         f"| project: its training seconds | {v['stage_train']:.2f} |",
         "",
