@@ -332,6 +332,17 @@ def test_whitening_stem_whitens_the_patches_it_was_fit_on(tiny):
     assert torch.equal(again.weight, stem.weight)  # deterministic, signs included
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_whitening_stem_equals_all_its_filters_max_pooled_then_relu(tiny, memory_format):
+    """forward convolves half the filters and takes the other half as negated minima: the
+    same values as every filter, a 2x2 max pool and a ReLU."""
+    images = tiny[0].tensors[0][:64].view(-1, 1, 28, 28)
+    stem = WhiteningStem(components=8).to(memory_format=memory_format)
+    stem.fit(images)
+    full = F.conv2d(images, stem.weight, stride=2, padding=2)
+    assert torch.equal(stem(images), F.relu(F.max_pool2d(full, 2)))
+
+
 def test_fast_stem_comes_from_the_training_images_is_not_trained_and_is_saved(tiny):
     model, _ = train_model(train_config("fast", epochs=2), *tiny, torch.device("cpu"))
     fitted = WhiteningStem()
