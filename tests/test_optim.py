@@ -80,6 +80,72 @@ OPTIMIZERS = {
         lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01, fused=True),
     ),
 }
+# torch.optim's other arguments, and its defaults (AdamW's weight_decay is 0.01).
+VARIANTS = {
+    "sgd nesterov": (
+        lambda p: SGD(p, 0.05, 0.9, nesterov=True),
+        lambda p: torch.optim.SGD(p, 0.05, 0.9, nesterov=True),
+    ),
+    "sgd dampening, maximize": (
+        lambda p: SGD(p, 0.05, 0.9, 0.5, maximize=True),
+        lambda p: torch.optim.SGD(p, 0.05, 0.9, 0.5, maximize=True),
+    ),
+    "sgd defaults": (SGD, torch.optim.SGD),
+    "adamw amsgrad": (
+        lambda p: AdamW(p, 0.01, amsgrad=True),
+        lambda p: torch.optim.AdamW(p, 0.01, amsgrad=True, fused=True),
+    ),
+    "adamw defaults, maximize": (
+        lambda p: AdamW(p, maximize=True),
+        lambda p: torch.optim.AdamW(p, maximize=True, fused=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_torch_optims_other_arguments_and_defaults_step_as_torch_optim(variant):
+    ours, theirs = VARIANTS[variant]
+    model, batches = model_and_batches()
+    twin, _ = model_and_batches()
+    opt, twin_opt = ours(model.parameters()), theirs(twin.parameters())
+    train(model, opt, None, batches)
+    train(twin, twin_opt, None, batches)
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    restored = ours(model.parameters())
+    restored.load_state_dict(round_trip(opt.state_dict()))
+    assert restored.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+REFUSED = [  # (which optimizer, its keyword arguments): torch.optim raises ValueError for each
+    ("sgd", {"lr": -0.1}),
+    ("sgd", {"momentum": -1}),
+    ("sgd", {"weight_decay": -1}),
+    ("sgd", {"nesterov": True}),
+    ("adamw", {"lr": -1}),
+    ("adamw", {"eps": -1}),
+    ("adamw", {"betas": (1.5, 0.9)}),
+    ("adamw", {"betas": (0.9, 1.0)}),
+    ("adamw", {"weight_decay": float("nan")}),
+    ("adamw", {"params": []}),
+    ("sgd", {"params": "non-leaf"}),
+]
+
+
+@pytest.mark.parametrize("which, kwargs", REFUSED, ids=[f"{w} {k}" for w, k in REFUSED])
+def test_what_torch_optim_refuses_ours_refuses_with_its_error(which, kwargs):
+    params = list(model_and_batches()[0].parameters())
+    kwargs = dict(kwargs)
+    if kwargs.get("params") == "non-leaf":
+        kwargs["params"] = [params[0] * 2]
+    kwargs.setdefault("params", params)
+    pair = {"sgd": (SGD, torch.optim.SGD), "adamw": (AdamW, torch.optim.AdamW)}[which]
+    errors = []
+    for cls in pair:
+        with pytest.raises(ValueError) as err:
+            cls(**kwargs)
+        errors.append(str(err.value))
+    assert errors[0].split(":")[0] == errors[1].split(":")[0], errors
 
 
 def test_every_torch_scheduler_is_tested():

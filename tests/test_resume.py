@@ -160,6 +160,22 @@ def test_the_data_hashed_early_on_a_thread_gives_the_same_key(tmp_path):
         parts_for(cfg, fifo, script)
 
 
+def test_a_stage_that_fails_while_its_data_is_hashed_exits_without_waiting(tmp_path):
+    """The early hash runs on a daemon thread: a process that ends first does not read on.
+    The file is sparse, 1 TB: hashing it would take many minutes on any disk."""
+    huge = tmp_path / "train.pt"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 40)
+    code = (
+        "from mnist_pipeline.resume import hash_data_early; "
+        f"hash_data_early([{str(huge)!r}]); raise SystemExit('error: a bad setting')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stderr) == (1, "error: a bad setting\n")
+
+
 def test_the_code_part_covers_the_models_module_imported_for_the_key(tmp_path):
     """In a fresh process, as a stage: the model's module is imported by key_parts itself, and
     an edit to it (or to any module of models/) changes the code part."""

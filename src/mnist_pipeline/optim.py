@@ -10,6 +10,7 @@ calls ``torch.optim.sgd.sgd`` and ``torch.optim.adamw.adamw``: torch.optim's own
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,8 +25,13 @@ class OneGroupOptimizer(torch.optim.Optimizer):
     twin's does, so either loads the other's state. A subclass defines ``_update(group)``."""
 
     def __init__(self, params, **defaults) -> None:  # not Optimizer.__init__: see the module
+        params = list(params)
+        if not params:  # torch.optim's refusals, in its words
+            raise ValueError("optimizer got an empty parameter list")
+        if not all(p.is_leaf for p in params):
+            raise ValueError("can't optimize a non-leaf Tensor")
         self.defaults = defaults
-        self.param_groups = [{"params": list(params), **defaults}]
+        self.param_groups = [{"params": params, **defaults}]
         self.state: dict[torch.Tensor, dict] = {}
 
     @property
@@ -70,20 +76,41 @@ class OneGroupOptimizer(torch.optim.Optimizer):
             }
 
 
+def _check(what: str, value: float, high: float = math.inf) -> None:
+    """torch.optim's range check: ``0 <= value < high`` (nan fails), else its ValueError."""
+    if not 0.0 <= value < high:
+        raise ValueError(f"Invalid {what}: {value}")
+
+
 class SGD(OneGroupOptimizer):
-    """``torch.optim.SGD(params, lr, momentum, weight_decay)``: one parameter group."""
+    """``torch.optim.SGD``, its arguments and checks: one parameter group."""
 
     KERNEL = ("weight_decay", "momentum", "lr", "dampening", "nesterov", "maximize")  # sgd()'s
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ):
+        _check("learning rate", lr)
+        _check("momentum value", momentum)
+        _check("weight_decay value", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(
             params,
             lr=lr,
             momentum=momentum,
-            dampening=0,
+            dampening=dampening,
             weight_decay=weight_decay,
-            nesterov=False,
-            maximize=False,
+            nesterov=nesterov,
+            maximize=maximize,
             foreach=None,
             differentiable=False,
             fused=None,
@@ -99,7 +126,7 @@ class SGD(OneGroupOptimizer):
 
 
 class AdamW(OneGroupOptimizer):
-    """``torch.optim.AdamW(params, lr, betas, eps, weight_decay, fused=True)``.
+    """``torch.optim.AdamW(..., fused=True)``, its arguments and checks: one parameter group.
 
     The fused kernel does a step in one call: about a third of the time of the per-tensor
     loop for the ``fast`` model's parameters on the CPU.
@@ -107,15 +134,30 @@ class AdamW(OneGroupOptimizer):
 
     KERNEL = ("amsgrad", "lr", "weight_decay", "eps", "maximize", "fused")  # adamw()'s, and betas
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ):
+        _check("learning rate", lr)
+        _check("epsilon value", eps)
+        for i, beta in enumerate(betas):
+            _check(f"beta parameter at index {i}", beta, high=1.0)
+        _check("weight_decay value", weight_decay)
         super().__init__(
             params,
             lr=lr,
             betas=tuple(betas),
             eps=eps,
             weight_decay=weight_decay,
-            amsgrad=False,
-            maximize=False,
+            amsgrad=amsgrad,
+            maximize=maximize,
             foreach=None,
             capturable=False,
             differentiable=False,
@@ -128,6 +170,8 @@ class AdamW(OneGroupOptimizer):
                 "exp_avg": torch.zeros_like(p),  # memory_format=torch.preserve_format
                 "exp_avg_sq": torch.zeros_like(p),
             }
+            if amsgrad:
+                self.state[p]["max_exp_avg_sq"] = torch.zeros_like(p)
 
     def _update(self, group: dict) -> None:
         states = [self.state[p] for p in self.params]
@@ -137,7 +181,7 @@ class AdamW(OneGroupOptimizer):
             [p.grad for p in self.params],
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
-            [],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
             [s["step"] for s in states],
             beta1=beta1,
             beta2=beta2,

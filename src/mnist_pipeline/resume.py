@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import sys
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -72,12 +73,18 @@ def data_files(prepared: str | os.PathLike) -> list[Path]:
 
 def hash_data_early(files: list[Path]) -> None:
     """Start hashing ``files`` on another thread for ``key_parts`` to take: it runs beside
-    the stage's ``import torch`` (the hash was 0.13 s of a train stage, BENCHMARKS.md)."""
-    from concurrent.futures import ThreadPoolExecutor
+    the stage's ``import torch`` (the hash was 0.13 s of a train stage, BENCHMARKS.md). A
+    daemon thread: a stage that fails first exits at once, not after the hash."""
+    future: Future = Future()
 
-    pool = ThreadPoolExecutor(1)
-    _early[tuple(files)] = pool.submit(_digest, files)
-    pool.shutdown(wait=False)
+    def run() -> None:
+        try:
+            future.set_result(_digest(files))
+        except BaseException as err:  # taken by key_parts, as _digest there would raise it
+            future.set_exception(err)
+
+    threading.Thread(target=run, name="hash-data", daemon=True).start()
+    _early[tuple(files)] = future
 
 
 def code_files(script: str | os.PathLike) -> list[Path]:
