@@ -30,6 +30,15 @@ from mnist_pipeline.data import prepare
 
 MODEL = "logistic_scratch"
 BAD_HISTORY = "epoch\ttrain_loss\tval_loss\tval_acc\nzero\t1\t1\t1\n"
+SHORT_ROW = "epoch\ttrain_loss\tval_loss\tval_acc\n0\t1.0\n"
+
+
+def fifo(path: Path) -> None:
+    """``path`` made a FIFO: a reader that opened it would wait for ever."""
+    path.unlink()
+    os.mkfifo(path)
+
+
 # What each stage writes, relative to the work folder; train's outputs are evaluate's inputs.
 OUTPUTS = {
     "fetch": ["raw/mnist.pkl.gz"],
@@ -141,6 +150,23 @@ def test_train_on_an_absent_device(work, capsys):
     fails_cleanly("train", work, capsys, f"device '{absent}': ")
 
 
+def test_train_refuses_a_state_path_that_is_an_output(work, capsys):
+    """The state is removed once a run ends: at an output's path it would delete the model."""
+    model = work / OUTPUTS["train"][0]
+    old = sys.argv
+    sys.argv = ["stages/train.py", *stage_args("train", work), "--state", str(model)]
+    try:
+        with pytest.raises(SystemExit):
+            runpy.run_path(str(REPO / "stages" / "train.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert capsys.readouterr().err == (
+        f"error: --state {model}: also an output; a finished run removes its state, "
+        "so give it its own file\n"
+    )
+    assert model.is_file()
+
+
 def test_train_diverging_at_a_huge_lr(work, capsys):
     set_params(work, lr=100)
     fails_cleanly("train", work, capsys, f"model '{MODEL}' diverged in epoch 0: loss is")
@@ -248,8 +274,11 @@ def test_a_refused_checkpoint_names_the_refused_global(work, capsys):
     [
         (f"history/{MODEL}.tsv", Path.unlink, "not found; run dvc repro"),
         (f"history/{MODEL}.tsv", lambda p: p.write_text(BAD_HISTORY), "not a history file"),
+        (f"history/{MODEL}.tsv", lambda p: p.write_text(SHORT_ROW), "not a history file"),
+        (f"history/{MODEL}.tsv", lambda p: p.write_text(""), "not a history file"),
+        (f"history/{MODEL}.tsv", fifo, "a FIFO, not a regular file"),
     ],
-    ids=["missing-history", "garbled-history"],
+    ids=["missing-history", "garbled-history", "short-row", "empty-history", "fifo-history"],
 )
 def test_evaluate_with_a_missing_or_broken_input(rel, damage, message, work, capsys):
     """Every input is read before any output is written: nothing new is left behind."""

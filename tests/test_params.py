@@ -71,6 +71,7 @@ def test_shipped_params_are_valid_and_sgd_models_share_lr():
         ({"momentum": 1.5}, "momentum: expected a number in [0, 1)"),
         ({"device": "gpu"}, "device: expected one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
         ({"device": "cuda:x"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
+        ({"device": "cpu\n"}, "device: expected one of auto, cpu, cuda, cuda:N, mps"),
         ({"models": {}}, "models: expected a non-empty mapping"),
         ({"models": {"m": {"arch": "resnet"}}}, "models.m.arch: unknown architecture 'resnet'"),
         (
@@ -124,6 +125,9 @@ def test_bad_params_are_refused(change, message):
 GOOD_SOURCE = {"url": "x", "checksums": ["md5:" + "0" * 32]}
 
 
+ZEROS = "md5:" + "0" * 32
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
@@ -144,6 +148,18 @@ GOOD_SOURCE = {"url": "x", "checksums": ["md5:" + "0" * 32]}
         ),
         ({"sources": [{"url": "x", "pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "one of"),
         ({"sources": [{"pip": "a==1", "checksums": ["md5:" + "0" * 32]}]}, "needs 'pip: NAME"),
+        (
+            {"sources": [{"url": "x", "checksums": ["md5:" + "0" * 32 + "\n"]}]},
+            "is not 'md5:<32 hex>'",
+        ),
+        (  # never a pip option: "-r FILE" would read a file and print its first line
+            {"sources": [{"pip": "-r/etc/passwd", "member": "m", "checksums": [ZEROS]}]},
+            "sources[0].pip: expected NAME==VERSION, got '-r/etc/passwd'",
+        ),
+        (
+            {"sources": [{"pip": "", "member": "m", "checksums": [ZEROS]}]},
+            "sources[0].pip: expected NAME==VERSION, got ''",
+        ),
         ({"sources": [GOOD_SOURCE, {"url": 3, "checksums": ["md5:" + "0" * 32]}]}, "[1].url"),
     ],
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 
-from .atomic import atomic_open
+from .atomic import atomic_open, check_input
 from .errors import UserError
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc")
@@ -26,10 +26,13 @@ def write_history(path: str | os.PathLike, history: list[dict]) -> None:
 def read_history(path: str | os.PathLike) -> list[dict]:
     """The rows of a history file; a missing or malformed one is said in one line."""
     try:
+        check_input(path)  # a FIFO would block the read
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
+        if not rows:
+            raise ValueError("no epochs")
         return [{"epoch": int(r["epoch"])} | {c: float(r[c]) for c in COLUMNS[1:]} for r in rows]
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run dvc repro to produce it") from None
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError) as err:  # TypeError: a short row's None
         raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None

