@@ -182,6 +182,17 @@ def _named(overrides):
             ),
             "ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler$",
         ),
+        (  # a subclass too: fit steps it on val_loss as it does the class
+            Model(
+                "m",
+                linear,
+                scheduler=lambda o, c, n: type(
+                    "Plateau", (torch.optim.lr_scheduler.ReduceLROnPlateau,), {}
+                )(o),
+                step_scheduler="batch",
+            ),
+            "ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler$",
+        ),
     ],
 )
 def test_what_a_model_builds_is_checked_before_training(spec, rule, tiny, monkeypatch):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .distributed import ERROR_DIR_ENV, STARTED, WRITER_ENV
 from .errors import UserError
-from .params import ENDPOINT, DistributedConfig, _endpoint
+from .params import ENDPOINT_FORM, DistributedConfig, _endpoint
 
 WHY = "torchrun.json"  # in ERROR_DIR_ENV: why torchrun failed, written by this module's __main__
 
@@ -37,7 +37,7 @@ def worker_config(
     if nnodes is not None and nnodes < 2:
         raise UserError(f"--nnodes {nnodes}: a worker joins a run of at least 2 nodes")
     if endpoint is not None and not (endpoint and _endpoint(endpoint)):
-        raise UserError(f"--rdzv-endpoint: expected {ENDPOINT.split(' (')[0]}, got {endpoint!r}")
+        raise UserError(f"--rdzv-endpoint: expected {ENDPOINT_FORM}, got {endpoint!r}")
     config = replace(  # a valid --nnodes and --rdzv-endpoint are never 0 nor empty
         config, nnodes=nnodes or config.nnodes, rdzv_endpoint=endpoint or config.rdzv_endpoint
     )

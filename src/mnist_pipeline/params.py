@@ -135,7 +135,8 @@ def _one_of(*names: str) -> Key:
 
 
 ENDPOINT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
-ENDPOINT = "'host:port' with a port 1-65535 (empty for one node)"
+ENDPOINT_FORM = "'host:port' with a port 1-65535"
+ENDPOINT = f"{ENDPOINT_FORM} (empty for one node)"
 
 
 def _endpoint(v: object) -> bool:

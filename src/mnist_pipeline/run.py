@@ -54,10 +54,9 @@ def train_run(
     config, nodes = params.model(name), params.distributed
     if outputs is None:
         nodes = launcher.worker_config(nodes, nnodes, rdzv_endpoint, params.path)
-    ranks = distributed.under_torchrun()
-    if ranks or (nodes.nproc == nodes.nnodes == 1 and params.resume and outputs and outputs.state):
-        resume.hash_data_early(resume.data_files(prepared))  # the key's data, beside torch's import
-    if ranks:
+    # The key's data is hashed early, beside torch's import, wherever a key will be made.
+    if distributed.under_torchrun():
+        resume.hash_data_early(resume.data_files(prepared))
         distributed.recorded(_rank)(params, config, prepared, outputs, script, nodes)
     elif nodes.nproc > 1 or nodes.nnodes > 1:
         per_rank = threads.per_process(params.threads, nodes.nproc)  # the one place it is set
@@ -65,6 +64,8 @@ def train_run(
         run_id = f"mnist-pipeline-{name}"
         launcher.launch(nodes, run_id, script, argv, threads=per_rank, writer=bool(outputs))
     else:
+        if params.resume and outputs and outputs.state:
+            resume.hash_data_early(resume.data_files(prepared))
         from .device import select_device
 
         threads.check(threads.use(params.threads))  # before training and the resume key
@@ -128,8 +129,7 @@ def _train(params, config, prepared, outputs, script, nodes, rank, world, device
     from .checkpoints import checkpoint
 
     seconds = [row["seconds"] for row in history]
-    atomic.torch_save(checkpoint(model, config, device), outputs.model)
-    write_history(outputs.history, history)
+    atomic.torch_save(checkpoint(model, config, device), outputs.model)  # history: after_epoch's
     atomic.write_json(
         outputs.timing,
         {

@@ -137,8 +137,10 @@ class Model:
             self._refuse("its optimizer must have param_groups, a list of dicts with 'lr'")
 
     def check_scheduler(self, scheduler) -> None:
+        from torch.optim.lr_scheduler import ReduceLROnPlateau  # fit's test: subclasses too
+
         self._check_methods("its scheduler", scheduler, SCHEDULER_METHODS)
-        if type(scheduler).__name__ == "ReduceLROnPlateau" and self.step_scheduler != "epoch":
+        if isinstance(scheduler, ReduceLROnPlateau) and self.step_scheduler != "epoch":
             self._refuse("ReduceLROnPlateau steps on val_loss each epoch: remove step_scheduler")
 
     def _check_methods(self, what: str, obj: object, methods: tuple[str, ...]) -> None:

@@ -147,10 +147,11 @@ class ScratchSGD(OneGroupOptimizer):
         self.state = {p: {"velocity": torch.zeros_like(p)} for p in self.params}
 
     def _update(self, group: dict) -> None:  # under no_grad
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         for p in self.params:
-            if dist.is_available() and dist.is_initialized():
+            if world > 1:
                 dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
+                p.grad /= world
             v = self.state[p]["velocity"]
             v.mul_(group["momentum"]).add_(p.grad)
             p -= v * group["lr"]
