@@ -53,9 +53,9 @@ def main() -> None:
     params = load_params(REPO / "params.yaml")
     want = lambda part: args.only in (None, part)  # noqa: E731
     if want("models") or want("data"):
-        train_ds, valid_ds = load_datasets(REPO / "data/prepared", splits=("train", "valid"))
+        train_ds, valid_ds, test_ds = load_datasets(REPO / "data/prepared")
     overhead = bench_overhead(args.runs) if want("overhead") else None
-    models = bench_models(params, train_ds, valid_ds) if want("models") else None
+    models = bench_models(params, train_ds, valid_ds, test_ds) if want("models") else None
     orch = bench_orchestration(args.runs, args.old_rev) if want("orchestration") else None
     data_rows = bench_data_path(params, train_ds, args.runs) if want("data") else []
     generated = render(data_rows, orch, models, args.runs, overhead)
