@@ -31,6 +31,7 @@ from mnist_pipeline.data import prepare
 MODEL = "logistic_scratch"
 BAD_HISTORY = "epoch\ttrain_loss\tval_loss\tval_acc\nzero\t1\t1\t1\n"
 SHORT_ROW = "epoch\ttrain_loss\tval_loss\tval_acc\n0\t1.0\n"
+NAN_ROW = "epoch\ttrain_loss\tval_loss\tval_acc\n0\t1.0\tnan\t0.5\n"
 
 
 def fifo(path: Path) -> None:
@@ -276,9 +277,21 @@ def test_a_refused_checkpoint_names_the_refused_global(work, capsys):
         (f"history/{MODEL}.tsv", lambda p: p.write_text(BAD_HISTORY), "not a history file"),
         (f"history/{MODEL}.tsv", lambda p: p.write_text(SHORT_ROW), "not a history file"),
         (f"history/{MODEL}.tsv", lambda p: p.write_text(""), "not a history file"),
+        (
+            f"history/{MODEL}.tsv",
+            lambda p: p.write_text(NAN_ROW),
+            "not a history file (ValueError: val_loss is nan in epoch 0)",
+        ),
         (f"history/{MODEL}.tsv", fifo, "a FIFO, not a regular file"),
     ],
-    ids=["missing-history", "garbled-history", "short-row", "empty-history", "fifo-history"],
+    ids=[
+        "missing-history",
+        "garbled-history",
+        "short-row",
+        "empty-history",
+        "nan-history",
+        "fifo-history",
+    ],
 )
 def test_evaluate_with_a_missing_or_broken_input(rel, damage, message, work, capsys):
     """Every input is read before any output is written: nothing new is left behind."""

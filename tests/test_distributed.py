@@ -537,6 +537,12 @@ def test_a_worker_takes_only_what_makes_a_multi_node_run():
         (1, None, "--nnodes 1: a worker joins a run of at least 2 nodes"),
         (2, "h:99999", "--rdzv-endpoint: expected 'host:port' with a port 1-65535, got 'h:99999'"),
         (None, None, "params.yaml: distributed.nnodes is 1; --worker needs nnodes > 1"),
+        (
+            2,
+            None,
+            "--rdzv-endpoint: needed, the writer's node as 'host:port' with a port 1-65535; "
+            "params.yaml has no distributed.rdzv_endpoint",
+        ),
     ]:
         with pytest.raises(UserError) as err:
             worker_config(one, nnodes, endpoint, "params.yaml")

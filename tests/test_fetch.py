@@ -93,6 +93,7 @@ def test_local_source_refuses_what_is_not_a_regular_file(tmp_path):
         (str(tmp_path), f"not a regular file: {tmp_path}"),
         ("/dev/null", "not a regular file: /dev/null"),
         (str(tmp_path / "absent.gz"), "no such file"),
+        ("x" * 5000, r"\[1\] x+: cannot read x+ \(File name too long\)$"),
     ):
         with pytest.raises(UserError, match=why):
             fetch(fetch_config(url(where)), out)

@@ -54,9 +54,10 @@ def local_path(url: str) -> Path | None:
 
 
 def copy_local(path: Path, dest: Path) -> None:
-    if not path.is_file():
-        raise SourceError(f"{'not a regular file' if path.exists() else 'no such file'}: {path}")
-    try:  # a read failure is the source's, not the output's "cannot write"
+    try:  # a failure here is the source's (a name too long, a read), not the output's
+        if not path.is_file():
+            why = "not a regular file" if path.exists() else "no such file"
+            raise SourceError(f"{why}: {path}")
         src = open(path, "rb")
     except OSError as err:
         raise SourceError(f"cannot read {path} ({err.strerror or err})") from None

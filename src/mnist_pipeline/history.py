@@ -7,6 +7,7 @@ timing JSON instead.
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 from .atomic import atomic_open, check_input
@@ -31,8 +32,16 @@ def read_history(path: str | os.PathLike) -> list[dict]:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if not rows:
             raise ValueError("no epochs")
-        return [{"epoch": int(r["epoch"])} | {c: float(r[c]) for c in COLUMNS[1:]} for r in rows]
+        return [{"epoch": int(r["epoch"])} | {c: _finite(r, c) for c in COLUMNS[1:]} for r in rows]
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run dvc repro to produce it") from None
     except (KeyError, ValueError, TypeError) as err:  # TypeError: a short row's None
         raise UserError(f"{path}: not a history file ({type(err).__name__}: {err})") from None
+
+
+def _finite(row: dict, column: str) -> float:
+    """A row's value as a float; nan and inf are refused (training stops before writing one)."""
+    value = float(row[column])
+    if not math.isfinite(value):
+        raise ValueError(f"{column} is {value} in epoch {row['epoch']}")
+    return value

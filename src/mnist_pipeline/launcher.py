@@ -43,6 +43,11 @@ def worker_config(
     )
     if config.nnodes == 1:
         raise UserError(f"{params}: distributed.nnodes is 1; --worker needs nnodes > 1")
+    if not config.rdzv_endpoint:  # torchrun would say the host '' does not resolve
+        raise UserError(
+            f"--rdzv-endpoint: needed, the writer's node as {ENDPOINT_FORM}; "
+            f"{params} has no distributed.rdzv_endpoint"
+        )
     return config
 
 
